@@ -49,16 +49,21 @@ class NbgraderError(RuntimeError):
 def find_course_root(start: Path | None = None) -> Path:
     """Return the folder that holds ``solutions/`` and ``course_lib/``.
 
-    Looks in ``start`` (default: the current folder) and its parents, then beside the
-    installed package.
+    With ``start``, that folder must be it. Without, the current folder and its parents
+    are searched, then the folder the installed package came from.
     """
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents, Path(__file__).resolve().parents[1]):
+    if start is not None:
+        candidates = [Path(start).resolve()]
+    else:
+        here = Path.cwd().resolve()
+        candidates = [here, *here.parents, Path(__file__).resolve().parents[1]]
+    for folder in candidates:
         if (folder / "solutions").is_dir() and (folder / "course_lib").is_dir():
             return folder
     raise FileNotFoundError(
-        f"no course folder (one holding solutions/ and course_lib/) at or above {here}; "
-        "run the command from the course's checkout or pass --root"
+        f"no course folder (one holding solutions/ and course_lib/) at {candidates[0]}"
+        + ("" if start is not None else " or above it")
+        + "; run the command from the course's checkout or pass --root"
     )
 
 
