@@ -320,36 +320,28 @@ def train_bpe(
         The merges in order; merge ``i`` creates id ``256 + i``.
     """
     _check_vocab_size(vocab_size)
-    # Unique chunks, laid end to end: the byte of each position and its chunk's frequency.
+    # Unique chunks laid end to end: per position its id, its chunk's frequency and links to
+    # the neighbouring positions (-1 at the edges of a chunk). Pair counts are weighted by
+    # frequency; ``where`` lists the positions where each pair starts.
     value: list[int] = []
     weight: list[int] = []
-    first_of_chunk: list[int] = []
-    for chunk, freq in Counter(split_chunks(text, pattern)).items():
-        data = chunk.encode("utf-8")
-        first_of_chunk.append(len(value))
-        value.extend(data)
-        weight.extend([freq] * len(data))
-
-    # Links to the neighbouring positions; -1 at the edges of each chunk.
-    n = len(value)
-    prev = list(range(-1, n - 1))
-    nxt = list(range(1, n + 1))
-    for start in first_of_chunk:
-        prev[start] = -1
-        if start:
-            nxt[start - 1] = -1
-    if n:
-        nxt[n - 1] = -1
-
-    # Weighted pair counts, the positions where each pair starts, and a max-heap of counts.
+    prev: list[int] = []
+    nxt: list[int] = []
     counts: dict[Pair, int] = defaultdict(int)
     where: dict[Pair, list[int]] = defaultdict(list)
-    for i in range(n):
-        j = nxt[i]
-        if j >= 0:
-            pair = (value[i], value[j])
-            counts[pair] += weight[i]
+    for chunk, freq in Counter(split_chunks(text, pattern)).items():
+        data = chunk.encode("utf-8")
+        start, end = len(value), len(value) + len(data)
+        value.extend(data)
+        weight.extend([freq] * len(data))
+        prev.extend(range(start - 1, end - 1))
+        nxt.extend(range(start + 1, end + 1))
+        prev[start], nxt[end - 1] = -1, -1
+        for i, pair in enumerate(itertools.pairwise(data), start):
+            counts[pair] += freq
             where[pair].append(i)
+
+    # A max-heap of (count, pair), as a min-heap of (-count, pair): ties go to the smallest pair.
     heap = [(-count, pair) for pair, count in counts.items()]
     heapq.heapify(heap)
 
@@ -364,34 +356,32 @@ def train_bpe(
         merges.append(best)
         first, second = best
 
-        # Visit the positions of the pair left to right, as ``merge`` scans a chunk.
-        changed: set[Pair] = set()
+        # Visit the positions of the pair left to right, as ``merge`` scans a chunk, and
+        # collect how the count of each neighbouring pair changes. (Each list is filled in
+        # position order already; sorting costs little and makes the order explicit.)
+        delta: dict[Pair, int] = defaultdict(int)
         for i in sorted(where.pop(best)):
-            # Skip a position whose pair changed since it was indexed, for example the
+            # Skip a position whose pair changed since it was listed, for example the
             # middle of "aaa" after its first two bytes were merged.
             j = nxt[i]
             if j < 0 or value[i] != first or value[j] != second:
                 continue
             w = weight[i]
-            counts[best] -= w
+            delta[best] -= w
 
             # The pair ending at i, (left, first), becomes (left, new_id).
             left = prev[i]
             if left >= 0:
-                old, new = (value[left], first), (value[left], new_id)
-                counts[old] -= w
-                counts[new] += w
-                where[new].append(left)
-                changed.update((old, new))
+                delta[value[left], first] -= w
+                delta[value[left], new_id] += w
+                where[value[left], new_id].append(left)
 
             # The pair starting at j, (second, right), becomes (new_id, right).
             right = nxt[j]
             if right >= 0:
-                old, new = (second, value[right]), (new_id, value[right])
-                counts[old] -= w
-                counts[new] += w
-                where[new].append(i)
-                changed.update((old, new))
+                delta[second, value[right]] -= w
+                delta[new_id, value[right]] += w
+                where[new_id, value[right]].append(i)
                 prev[right] = i
 
             # Position i takes the new id; position j leaves the list.
@@ -399,13 +389,15 @@ def train_bpe(
             value[j] = -1
             nxt[i] = right
 
-        # Push the new counts of the pairs that changed; forget pairs that vanished.
-        for pair in changed:
-            if counts[pair]:
-                heapq.heappush(heap, (-counts[pair], pair))
-            else:
-                del counts[pair]
-        assert counts.pop(best, 0) == 0, "a merged pair cannot survive its merge"
+        # Apply the changes, push the new counts and forget pairs that vanished.
+        for pair, change in delta.items():
+            if change:
+                counts[pair] += change
+                if counts[pair]:
+                    heapq.heappush(heap, (-counts[pair], pair))
+                else:
+                    del counts[pair]
+        assert best not in counts, "a merged pair cannot survive its merge"
     return merges
 
 

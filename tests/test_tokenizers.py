@@ -173,6 +173,70 @@ def test_incremental_trainer_matches_simple_on_corpus():
     assert train_bpe(short, 330, pattern=None) == train_bpe_simple(short, 330, pattern=None)
 
 
+LONG_CHUNKS = [
+    "a" * 2,
+    "a" * 7,
+    "a" * 64,
+    "a" * 1000,
+    "ab" * 4,
+    "ab" * 500,
+    "aab" * 300,
+    "aaaab" * 200 + "b" * 50,
+    "aaaaaaa bbbbbbb aaaaaaa " * 40,
+    "abababab baba aaaa" * 30,
+    "abcabcabc" * 100 + "cba" * 100,
+    "😀" * 50 + "中文" * 80 + "👍🏽" * 40,
+    "中文字符中文字符日本語の中文" * 30,
+    "e\u0301" * 60 + "\u00e9" * 60,
+]
+
+
+@pytest.mark.parametrize("text", LONG_CHUNKS, ids=lambda t: f"{t[:12]!r}x{len(t)}")
+def test_long_single_chunk_with_runs_matches_simple(text):
+    # Overlapping runs: a merge of (x, x) in "xxxx..." must pair them left to right.
+    for vocab_size in (257, 258, 270, 400):
+        assert train_bpe(text, vocab_size, None) == train_bpe_simple(text, vocab_size, None)
+    assert train_bpe(text, 300) == train_bpe_simple(text, 300)
+
+
+def test_runs_merge_left_to_right():
+    # "aaaaa" is [aa][aa][a]: then (aa, aa) is seen once and training stops.
+    for train in (train_bpe_simple, train_bpe):
+        assert train("aaaaa", 1000, pattern=None) == [(97, 97)]
+        assert train("aaaaaa", 1000, pattern=None) == [(97, 97), (256, 256)]
+        assert train("abababa", 1000, pattern=None) == [(97, 98), (256, 256)]
+        assert train("aaaa" * 4, 1000, pattern=None) == [(97, 97), (256, 256), (257, 257)]
+
+
+def test_ties_in_one_long_chunk():
+    # Every pair of "abcd" * n occurs n or n - 1 times; the smallest of the most frequent wins.
+    text = "dcba" * 50
+    expected = train_bpe_simple(text, 300, None)
+    assert train_bpe(text, 300, None) == expected
+    assert expected[0] == (98, 97)  # (b, a), (c, b), (d, c) tie at 50; (a, d) has 49
+    symmetric = "".join(chr(97 + i) + chr(97 + j) for i in range(6) for j in range(6)) * 3
+    assert train_bpe(symmetric, 320, None) == train_bpe_simple(symmetric, 320, None)
+
+
+@pytest.mark.parametrize("n_chars", [200, 1_000, 4_000, 10_000])
+def test_no_split_on_corpus_at_several_sizes(n_chars):
+    text = quick_slice(n_chars, split="val")
+    vocab_size = 256 + min(60, n_chars // 20)
+    assert train_bpe(text, vocab_size, None) == train_bpe_simple(text, vocab_size, None)
+
+
+@pytest.mark.parametrize("alphabet", ["ab", "abc", "a b", "aab \n", "😀a"])
+def test_random_tiny_alphabet_fuzz(alphabet):
+    # Tiny alphabets give many ties and overlapping runs.
+    rng = random.Random(f"bpe-fuzz-{alphabet}")
+    for _ in range(60):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        vocab_size = 256 + rng.randint(0, 25)
+        for pattern in (None, DEFAULT_PATTERN):
+            expected = train_bpe_simple(text, vocab_size, pattern)
+            assert train_bpe(text, vocab_size, pattern) == expected, (text, vocab_size, pattern)
+
+
 # ----------------------------------------------------------------------------------- BPETokenizer
 
 
