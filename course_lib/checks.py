@@ -201,7 +201,10 @@ def describe_difference(expected: Any, got: Any, what: str = "the output") -> st
                 return difference
         return None
     if isinstance(expected, (list, tuple)):
-        if not isinstance(got, (list, tuple)):
+        # A list where a tuple is expected (or the reverse) is a difference: specifications
+        # name the type, and later code may rely on it (tuples can be dict keys).
+        kind = list if isinstance(expected, list) else tuple
+        if not isinstance(got, kind):
             return (
                 f"{what} should be a {type(expected).__name__}, but it is "
                 f"{type(got).__name__}: {_short(got)}"
@@ -221,6 +224,8 @@ def describe_difference(expected: Any, got: Any, what: str = "the output") -> st
             )
         if got == expected:
             return None
+        if max(len(expected), len(got)) <= 20:
+            return f"{what} should be {expected!r}, got {got!r}"
         i = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
         i = min(len(expected), len(got)) if i is None else i
         return (
@@ -292,6 +297,7 @@ def check_function(
     mistakes: Sequence[Mistake] = (),
     compare: Callable[[Any, Any], str | None] | None = None,
     verified: str | None = None,
+    note: str | None = None,
 ) -> None:
     """Check ``fn`` against ``reference`` on every case, or raise :class:`CheckFailure`.
 
@@ -305,6 +311,8 @@ def check_function(
         compare: ``compare(expected, got)`` returning a description of the difference or
             ``None``; defaults to :func:`describe_difference`.
         verified: what the success line says was verified (defaults to the case labels).
+        note: a sentence added to every failure, e.g. that this exercise calls the
+            learner's answers to earlier ones, so a bug there shows up here.
 
     Errors raised inside ``fn`` (such as ``NotImplementedError``) propagate unchanged,
     with a note that says which case was running.
@@ -339,7 +347,8 @@ def check_function(
         difference = compare(expected, got)
         if difference is not None:
             mistake = recognise_mistake(mistakes, case, got, expected)
-            fail(failure_message(name, case, difference, expected, got, mistake))
+            message = failure_message(name, case, difference, expected, got, mistake)
+            fail(f"{message}\nNote: {note}" if note else message)
 
     labels = ", ".join(c.label for c in cases if c.label)
     plural = "case" if len(cases) == 1 else "cases"

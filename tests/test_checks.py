@@ -86,7 +86,9 @@ def test_changing_the_input_in_place_is_caught():
         ({(1, 2): 2}, {(1, 2): 1}, "[(1, 2)] should be 2, got 1"),
         ({(1, 2): 2}, {}, "missing 1 key"),
         ([1, 2, 3], [1, 2], "length 2, expected 3"),
-        ("abc", "abd", "differs from position 2"),
+        ("abc", "abd", "should be 'abc', got 'abd'"),
+        ("a" * 30 + "b", "a" * 31, "differs from position 30"),
+        ([(1, 2)], [[1, 2]], "should be a tuple, but it is list"),
         (1.0, 1.1, "should be 1.0, got 1.1"),
     ],
     ids=[
@@ -99,7 +101,9 @@ def test_changing_the_input_in_place_is_caught():
         "dict-value",
         "dict-key",
         "list-length",
-        "string",
+        "short-string",
+        "long-string",
+        "list-for-tuple",
         "float",
     ],
 )
@@ -113,6 +117,11 @@ def test_values_within_tolerance_agree():
     assert describe_difference(exact, exact + 1e-7) is None
     assert describe_difference(exact.double(), exact.double() + 1e-12) is None
     assert describe_difference(exact, exact + 1e-3) is not None
+
+
+def test_note_is_added_to_failures():
+    with pytest.raises(CheckFailure, match="Note: this uses your merge"):
+        check_function(lambda x: x, _double, CASES, note="this uses your merge")
 
 
 def test_bad_arguments_are_refused():

@@ -132,6 +132,10 @@ def _train_ties_first_seen(text, vocab_size):
     return merges
 
 
+def _train_one_merge_short(text, vocab_size):
+    return train_bpe_simple(text, vocab_size - 1, pattern=None)
+
+
 def _train_without_recount(text, vocab_size):
     ids, merges = list(text.encode("utf-8")), []
     counts = count_pairs(ids)  # counted once, before any merge
@@ -173,6 +177,20 @@ def _encode_code_points(text, merges):
     ids = [ord(c) for c in text]
     for i, pair in enumerate(merges):
         ids = merge(ids, pair, 256 + i)
+    return ids
+
+
+def _encode_greedy_longest(text, merges):
+    # Matches the longest known token at each position instead of replaying the merges.
+    table = [bytes([b]) for b in range(256)]
+    for a, b in merges:
+        table.append(table[a] + table[b])
+    lookup = {token: i for i, token in reversed(list(enumerate(table)))}
+    data, ids, i = text.encode("utf-8"), [], 0
+    while i < len(data):
+        j = max(j for j in range(i + 1, len(data) + 1) if data[i:j] in lookup)
+        ids.append(lookup[data[i:j]])
+        i = j
     return ids
 
 
@@ -334,6 +352,12 @@ TRAIN_MISTAKES = _register(
             _train_ties_first_seen,
         ),
         Mistake(
+            "one merge too few",
+            "make a merge for every new id from 256 to vocab_size - 1 inclusive: "
+            "range(256, vocab_size)",
+            _train_one_merge_short,
+        ),
+        Mistake(
             "pair counts not recomputed after a merge",
             "count the pairs again on the merged ids before choosing each new merge",
             _train_without_recount,
@@ -355,6 +379,12 @@ ENCODE_MISTAKES = _register(
     "encode",
     "encode",
     [
+        Mistake(
+            "the longest known token matched greedily",
+            "replay the merges in the order they were learned: BPE does not pick the longest "
+            "token at each position",
+            _encode_greedy_longest,
+        ),
         Mistake(
             "merges applied in reverse order",
             "apply the merges in the order they were learned: merge i may use ids made before it",
@@ -462,6 +492,7 @@ def check_merge(fn, cases=None) -> None:
     default = [
         Case(([1, 2, 3, 1, 2], (1, 2), 256), label="two occurrences"),
         Case(([5, 5, 5], (5, 5), 256), label="overlapping occurrences"),
+        Case(([1, 3, 1, 2], (1, 2), 256), label="the pair's first id alone"),
         Case(([1, 2, 3, 4], (3, 4), 300), label="pair at the end"),
         Case(([1, 2, 3], (9, 9), 256), label="pair absent"),
         Case(([], (1, 2), 256), label="empty"),
@@ -477,9 +508,15 @@ def check_train_bpe(fn, cases=None) -> None:
         Case((_TINY_TEXT, 256 + 10), label="ten merges of English"),
         Case(("héllo héllo", 258), label="non-ASCII text"),
         Case(("abc", 300), label="a text with nothing worth merging"),
+        Case(("", 300), label="empty text"),
     ]
     check_function(
-        fn, ref_train_bpe, _cases(cases, default), name="train_bpe", mistakes=TRAIN_MISTAKES
+        fn,
+        ref_train_bpe,
+        _cases(cases, default),
+        name="train_bpe",
+        mistakes=TRAIN_MISTAKES,
+        note="train_bpe calls your count_pairs and merge: if either fails, fix it first.",
     )
 
 
@@ -489,9 +526,17 @@ def check_encode(fn, cases=None) -> None:
         Case(("lowest newer", _MERGES), label="words seen in training"),
         Case(("slow flower", _MERGES), label="new words"),
         Case(("café ☕", _MERGES), label="non-ASCII"),
+        Case(("cacc", [(99, 99), (97, 99)]), label="the order of the merges decides"),
         Case(("", _MERGES), label="empty"),
     ]
-    check_function(fn, ref_encode, _cases(cases, default), name="encode", mistakes=ENCODE_MISTAKES)
+    check_function(
+        fn,
+        ref_encode,
+        _cases(cases, default),
+        name="encode",
+        mistakes=ENCODE_MISTAKES,
+        note="encode calls your merge: if it fails its check, fix it first.",
+    )
 
 
 def check_decode(fn, cases=None) -> None:
@@ -513,6 +558,7 @@ def check_encode_with_special(fn, cases=None) -> None:
         Case(("a <|sep|> b <|endoftext|>\n", _MERGES, _SPECIALS), label="two special tokens"),
         Case(("no special here", _MERGES, _SPECIALS), label="no special token"),
         Case(("x<|sep|><|sep|>y", _MERGES, _SPECIALS), label="the longest special token wins"),
+        Case(("no specials at all", _MERGES, []), label="an empty list of special tokens"),
     ]
     check_function(
         fn,
