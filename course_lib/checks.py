@@ -339,7 +339,7 @@ def check_function(
 
         # A function that changed its input is a bug even when its result is right.
         if _changed(case.args, args):
-            fail(
+            raise CheckFailure(
                 f"{name} changed its input in place on the case {case.describe(name)}; "
                 "build a new list or tensor instead of modifying the argument"
             )
@@ -348,7 +348,7 @@ def check_function(
         if difference is not None:
             mistake = recognise_mistake(mistakes, case, got, expected)
             message = failure_message(name, case, difference, expected, got, mistake)
-            fail(f"{message}\nNote: {note}" if note else message)
+            raise CheckFailure(f"{message}\nNote: {note}" if note else message)
 
     labels = ", ".join(c.label for c in cases if c.label)
     plural = "case" if len(cases) == 1 else "cases"
