@@ -151,7 +151,8 @@ def _describe_tensor(expected: torch.Tensor, got: Any, what: str) -> str | None:
     error = (got64 - exp64).abs().nan_to_num(nan=0.0, posinf=math.inf)
     error = torch.where(close, torch.zeros_like(error), error)
     flat = int(error.argmax())
-    where = tuple(np.unravel_index(flat, tuple(exp_cpu.shape))) if exp_cpu.dim() else ()
+    shape = tuple(exp_cpu.shape)
+    where = tuple(int(i) for i in np.unravel_index(flat, shape)) if exp_cpu.dim() else ()
     first = tuple((~close).nonzero()[0].tolist())
     return (
         f"{what} differs at {int((~close).sum())} of {exp_cpu.numel()} positions "
