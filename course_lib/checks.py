@@ -53,6 +53,11 @@ class CheckFailure(AssertionError):
     It is an ``AssertionError`` so that nbgrader and pytest treat it as a failed test.
     """
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows these lines instead of a traceback: the message says it all, and
+        # the frames of the check itself would only distract a learner.
+        return [f"{type(self).__name__}: {self}"]
+
 
 @dataclass(frozen=True)
 class Case:

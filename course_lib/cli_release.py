@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     root = find_course_root(args.root)
     written = release(args.names, root=root, out_dir=args.out)
     for path in written:
-        print(f"wrote {path.relative_to(root) if path.is_relative_to(root) else path}")
+        print(f"wrote {path}")
     return 0

@@ -558,7 +558,7 @@ def check_encode_with_special(fn, cases=None) -> None:
         Case(("a <|sep|> b <|endoftext|>\n", _MERGES, _SPECIALS), label="two special tokens"),
         Case(("no special here", _MERGES, _SPECIALS), label="no special token"),
         Case(("x<|sep|><|sep|>y", _MERGES, _SPECIALS), label="the longest special token wins"),
-        Case(("no specials at all", _MERGES, []), label="an empty list of special tokens"),
+        Case(("lower newer", _MERGES, []), label="an empty list of special tokens"),
     ]
     check_function(
         fn,
@@ -566,4 +566,5 @@ def check_encode_with_special(fn, cases=None) -> None:
         _cases(cases, default),
         name="encode_with_special",
         mistakes=SPECIAL_MISTAKES,
+        note="encode_with_special calls your encode: if it fails its check, fix it first.",
     )
