@@ -120,6 +120,9 @@ def run_nbgrader(course_dir: Path, *args: str, timeout: float | None = None) -> 
         PATH=scripts + os.pathsep + os.environ.get("PATH", ""),
         PYTHONWARNINGS="ignore::DeprecationWarning",
     )
+    # One math thread per kernel unless asked otherwise: several kernels (parallel graders,
+    # parallel tests) on a few cores run far slower when each spawns a thread per core.
+    env.setdefault("OMP_NUM_THREADS", "1")
     result = subprocess.run(
         command,
         cwd=course_dir,
