@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that provide a subcommand, in the order `course --help` lists them.
-SUBCOMMAND_MODULES = ("course_lib.cli_release",)
+SUBCOMMAND_MODULES = ("course_lib.cli_release", "course_lib.cli_train")
 
 
 def build_parser() -> argparse.ArgumentParser:
