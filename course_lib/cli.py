@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser for ``course`` with every available subcommand."""
     parser = argparse.ArgumentParser(
         prog="course",
-        description="Tools for the transformer course: release notebooks, grade, train.",
+        description="Tools for the transformer course: release notebooks, train a GPT, sample.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
