@@ -232,90 +232,148 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-SOFTMAX_MISTAKES = _register("softmax", "softmax", [
-    Mistake("a row of all -inf gives NaN",
+SOFTMAX_MISTAKES = _register(
+    "softmax",
+    "softmax",
+    [
+        Mistake(
+            "a row of all -inf gives NaN",
             "when every entry of a row is -inf, the maximum is -inf and x - max is NaN; "
             "subtract 0 instead for such rows (torch.where on torch.isfinite(max)), and "
             "divide by 1 where the sum is 0",
-            _softmax_nan_on_empty_rows),
-    Mistake("the maximum is not subtracted, so large scores overflow",
+            _softmax_nan_on_empty_rows,
+        ),
+        Mistake(
+            "the maximum is not subtracted, so large scores overflow",
             "exp(1000.0) is inf and inf / inf is NaN: subtract the largest value along dim "
             "first (keepdim=True); the result is the same, since softmax ignores a shift",
-            _softmax_no_shift),
-    Mistake("the softmax is always taken over the last axis",
+            _softmax_no_shift,
+        ),
+        Mistake(
+            "the softmax is always taken over the last axis",
             "use the dim argument for the maximum and the sum, with keepdim=True",
-            _softmax_last_axis_always),
-])
+            _softmax_last_axis_always,
+        ),
+    ],
+)
 
-ATTENTION_MISTAKES = _register("attention", "attention", [
-    Mistake("scores divided by d_head instead of sqrt(d_head)",
+ATTENTION_MISTAKES = _register(
+    "attention",
+    "attention",
+    [
+        Mistake(
+            "scores divided by d_head instead of sqrt(d_head)",
             "divide by math.sqrt(d_head): a dot product of d_head unit-variance terms has a "
             "standard deviation of sqrt(d_head)",
-            _attention_divided_by_d_head),
-    Mistake("softmax over the queries instead of the keys",
+            _attention_divided_by_d_head,
+        ),
+        Mistake(
+            "softmax over the queries instead of the keys",
             "each query's weights must sum to one over the keys: softmax over the last axis "
             "(dim=-1) of the (..., seq_q, seq_k) scores",
-            _attention_softmax_over_queries),
-    Mistake("scores not scaled",
+            _attention_softmax_over_queries,
+        ),
+        Mistake(
+            "scores not scaled",
             "divide the scores by math.sqrt(d_head), the width of the queries and keys",
-            _attention_unscaled),
-    Mistake("scores scaled by the width of the values",
+            _attention_unscaled,
+        ),
+        Mistake(
+            "scores scaled by the width of the values",
             "the scale comes from the width the dot product sums over, q.shape[-1] (d_head), "
             "not from v",
-            _attention_scaled_by_value_width),
-])
+            _attention_scaled_by_value_width,
+        ),
+    ],
+)
 
-CAUSAL_MISTAKES = _register("causal_mask", "causal_mask", [
-    Mistake("the causal mask also hides the diagonal",
+CAUSAL_MISTAKES = _register(
+    "causal_mask",
+    "causal_mask",
+    [
+        Mistake(
+            "the causal mask also hides the diagonal",
             "a query may attend to its own position: keep the diagonal (key <= query, not <)",
-            _causal_hides_diagonal),
-    Mistake("mask polarity inverted",
+            _causal_hides_diagonal,
+        ),
+        Mistake(
+            "mask polarity inverted",
             "in this course True means 'may attend': True on and below the diagonal",
-            _causal_inverted),
-    Mistake("the upper triangle instead of the lower",
+            _causal_inverted,
+        ),
+        Mistake(
+            "the upper triangle instead of the lower",
             "row = query, column = key; query i may see keys 0 .. i, the past, not the future",
-            _causal_upper),
-    Mistake("the triangle starts at the top-left corner when there are more keys than queries",
+            _causal_upper,
+        ),
+        Mistake(
+            "the triangle starts at the top-left corner when there are more keys than queries",
             "with seq_k > seq_q the queries are the last seq_q positions: query i sits at "
             "position i + seq_k - seq_q and sees every key up to there",
-            _causal_top_left),
-])
+            _causal_top_left,
+        ),
+    ],
+)
 
-PADDING_MISTAKES = _register("padding_mask", "padding_mask", [
-    Mistake("mask polarity inverted (True marks the padding)",
+PADDING_MISTAKES = _register(
+    "padding_mask",
+    "padding_mask",
+    [
+        Mistake(
+            "mask polarity inverted (True marks the padding)",
             "that is nn.MultiheadAttention's key_padding_mask convention; here True means "
             "'a real key that may be attended to'",
-            _padding_inverted),
-    Mistake("missing the query axis: shape (batch, seq)",
+            _padding_inverted,
+        ),
+        Mistake(
+            "missing the query axis: shape (batch, seq)",
             "add a dimension of size one in the middle, (batch, 1, seq), so the mask broadcasts "
             "over the queries of (batch, seq_q, seq_k) scores",
-            _padding_no_query_axis),
-    Mistake("off by one: the position equal to the length is kept",
+            _padding_no_query_axis,
+        ),
+        Mistake(
+            "off by one: the position equal to the length is kept",
             "a sequence of length L has real positions 0 .. L - 1: use position < length",
-            _padding_off_by_one),
-    Mistake("mask of shape (batch, seq, 1), which hides queries instead of keys",
+            _padding_off_by_one,
+        ),
+        Mistake(
+            "mask of shape (batch, seq, 1), which hides queries instead of keys",
             "padding hides keys, the last axis of the scores: shape (batch, 1, seq)",
-            _padding_hides_queries),
-])
+            _padding_hides_queries,
+        ),
+    ],
+)
 
-MASKED_MISTAKES = _register("scaled_dot_product_attention", "scaled_dot_product_attention", [
-    Mistake("mask applied after the softmax",
+MASKED_MISTAKES = _register(
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention",
+    [
+        Mistake(
+            "mask applied after the softmax",
             "zeroing weights after the softmax leaves rows that no longer sum to one; put -inf "
             "in the hidden scores before the softmax",
-            _masked_after_softmax),
-    Mistake("mask polarity inverted",
+            _masked_after_softmax,
+        ),
+        Mistake(
+            "mask polarity inverted",
             "True means 'may attend': fill the scores where the mask is False (~mask) with -inf",
-            _masked_inverted),
-    Mistake("hidden scores set to a large negative number instead of -inf",
+            _masked_inverted,
+        ),
+        Mistake(
+            "hidden scores set to a large negative number instead of -inf",
             "with -1e9 a row whose keys are all hidden gets uniform weights, not zeros; use "
             "float('-inf') with a softmax that turns an all -inf row into zeros",
-            _masked_large_negative),
-    Mistake("weights masked and renormalised after the softmax",
+            _masked_large_negative,
+        ),
+        Mistake(
+            "weights masked and renormalised after the softmax",
             "this works until every key of a row is hidden: then the row is 0 / 0 = NaN; mask "
             "the scores with -inf before a softmax that turns an all -inf row into zeros "
             "(yours, from exercise 1)",
-            _masked_and_renormalised),
-])
+            _masked_and_renormalised,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,8 +382,13 @@ MASKED_MISTAKES = _register("scaled_dot_product_attention", "scaled_dot_product_
 
 
 def make_qkv(
-    *batch: int, seq_q: int = 4, seq_k: int | None = None, d_head: int = 8, d_v: int | None = None,
-    dtype: torch.dtype = torch.float64, seed: int = 0,
+    *batch: int,
+    seq_q: int = 4,
+    seq_k: int | None = None,
+    d_head: int = 8,
+    d_v: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return seeded random queries, keys and values.
 
@@ -369,8 +432,10 @@ def _check_torch_agrees(fn: Callable, name: str, with_mask: bool) -> None:
         difference = describe_difference(expected, got, "the output")
         if difference:
             what = "no mask" if mask is None else f"a mask of shape {tuple(mask.shape)}"
-            fail(f"{name} disagrees with torch.nn.functional.scaled_dot_product_attention "
-                 f"with {what}: {difference}")
+            fail(
+                f"{name} disagrees with torch.nn.functional.scaled_dot_product_attention "
+                f"with {what}: {difference}"
+            )
 
 
 def _check_mask_properties(fn: Callable, name: str) -> None:
@@ -395,16 +460,20 @@ def _check_mask_properties(fn: Callable, name: str) -> None:
     out2, _ = fn(q2, k2, v2, causal_mask(7))
     first, _ = fn(q, k, v, causal_mask(7))
     if not torch.allclose(first[:, :4], out2[:, :4], atol=1e-12):
-        fail(f"with a causal mask, changing positions 4 and later changed an earlier output "
-             f"of {name}: the future leaks into the past")
+        fail(
+            f"with a causal mask, changing positions 4 and later changed an earlier output "
+            f"of {name}: the future leaks into the past"
+        )
 
     # Padding: a padded position never changes the output of a real query.
     k3, v3 = k.clone(), v.clone()
     k3[2, 2:], v3[2, 2:] = 7.0, -7.0
     out3, _ = fn(q, k3, v3, mask)
     if not torch.allclose(out[2, :2], out3[2, :2], atol=1e-12):
-        fail(f"with a padding mask, changing padded keys or values changed the output of a real "
-             f"position of {name}")
+        fail(
+            f"with a padding mask, changing padded keys or values changed the output of a real "
+            f"position of {name}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,26 +495,41 @@ def check_softmax(fn, cases=None) -> None:
         Case((torch.randn(4, 3, generator=gen, dtype=torch.float64), 0), label="dim=0"),
         Case((_WITH_INF,), label="-inf entries and a row of all -inf"),
     ]
-    check_function(_softmax_probe(fn), _softmax_probe(ref_softmax), _cases(cases, default),
-                   name="softmax", mistakes=_wrap(SOFTMAX_MISTAKES, _softmax_probe))
+    check_function(
+        _softmax_probe(fn),
+        _softmax_probe(ref_softmax),
+        _cases(cases, default),
+        name="softmax",
+        mistakes=_wrap(SOFTMAX_MISTAKES, _softmax_probe),
+    )
 
 
 def check_attention(fn, cases=None) -> None:
     """Check ``attention(q, k, v) -> (output, weights)`` without a mask, against torch."""
     default = [
         Case(make_qkv(1, seq_q=3, d_head=4, seed=1), label="one sequence"),
-        Case(make_qkv(2, seq_q=4, seq_k=6, d_head=16, d_v=4, seed=2),
-             label="more keys than queries, d_v != d_head"),
-        Case(make_qkv(2, 3, seq_q=5, d_head=8, seed=3, dtype=torch.float32),
-             label="(batch, n_heads, seq, d_head) in float32"),
+        Case(
+            make_qkv(2, seq_q=4, seq_k=6, d_head=16, d_v=4, seed=2),
+            label="more keys than queries, d_v != d_head",
+        ),
+        Case(
+            make_qkv(2, 3, seq_q=5, d_head=8, seed=3, dtype=torch.float32),
+            label="(batch, n_heads, seq, d_head) in float32",
+        ),
     ]
     cases = _cases(cases, default)
-    _compare_quietly(_attention_probe(fn, False), _attention_probe(ref_attention, False), cases,
-                     name="attention",
-                     mistakes=_wrap(ATTENTION_MISTAKES, lambda f: _attention_probe(f, False)))
+    _compare_quietly(
+        _attention_probe(fn, False),
+        _attention_probe(ref_attention, False),
+        cases,
+        name="attention",
+        mistakes=_wrap(ATTENTION_MISTAKES, lambda f: _attention_probe(f, False)),
+    )
     _check_torch_agrees(fn, "attention", with_mask=False)
-    passed(f"attention: outputs, weights and gradients match the reference on {len(cases)} "
-           "cases and torch.nn.functional.scaled_dot_product_attention.")
+    passed(
+        f"attention: outputs, weights and gradients match the reference on {len(cases)} "
+        "cases and torch.nn.functional.scaled_dot_product_attention."
+    )
 
 
 def check_causal_mask(fn, cases=None) -> None:
@@ -456,8 +540,9 @@ def check_causal_mask(fn, cases=None) -> None:
         Case((2, 5), label="2 queries after 3 earlier keys"),
         Case((6, 6), label="seq_k given and equal"),
     ]
-    check_function(fn, ref_causal_mask, _cases(cases, default), name="causal_mask",
-                   mistakes=CAUSAL_MISTAKES)
+    check_function(
+        fn, ref_causal_mask, _cases(cases, default), name="causal_mask", mistakes=CAUSAL_MISTAKES
+    )
 
 
 def check_padding_mask(fn, cases=None) -> None:
@@ -467,8 +552,13 @@ def check_padding_mask(fn, cases=None) -> None:
         Case((torch.tensor([0, 2]), 3), label="an empty sequence"),
         Case((torch.tensor([5]), 5), label="no padding"),
     ]
-    check_function(fn, ref_padding_mask, _cases(cases, default), name="padding_mask",
-                   mistakes=PADDING_MISTAKES)
+    check_function(
+        fn,
+        ref_padding_mask,
+        _cases(cases, default),
+        name="padding_mask",
+        mistakes=PADDING_MISTAKES,
+    )
 
 
 def check_scaled_dot_product_attention(fn, cases=None) -> None:
@@ -476,20 +566,32 @@ def check_scaled_dot_product_attention(fn, cases=None) -> None:
     q, k, v = make_qkv(2, seq_q=4, d_head=4, seed=4)
     default = [
         Case((*make_qkv(1, seq_q=4, d_head=4, seed=5), causal_mask(4)), label="causal"),
-        Case((q, k, v, padding_mask(torch.tensor([3, 0]), 4)),
-             label="padding, one sequence all padding"),
+        Case(
+            (q, k, v, padding_mask(torch.tensor([3, 0]), 4)),
+            label="padding, one sequence all padding",
+        ),
         Case(make_qkv(2, seq_q=3, seq_k=5, d_head=4, d_v=2, seed=6), label="no mask"),
-        Case((*make_qkv(2, 2, seq_q=5, d_head=4, seed=7),
-              causal_mask(5) & padding_mask(torch.tensor([5, 2]), 5).unsqueeze(1)),
-             label="causal and padding, (batch, n_heads, seq, d_head)"),
+        Case(
+            (
+                *make_qkv(2, 2, seq_q=5, d_head=4, seed=7),
+                causal_mask(5) & padding_mask(torch.tensor([5, 2]), 5).unsqueeze(1),
+            ),
+            label="causal and padding, (batch, n_heads, seq, d_head)",
+        ),
     ]
     name = "scaled_dot_product_attention"
     cases = _cases(cases, default)
-    _compare_quietly(_attention_probe(fn, True), _attention_probe(ref_masked_attention, True),
-                     cases, name=name,
-                     mistakes=_wrap(MASKED_MISTAKES, lambda f: _attention_probe(f, True)))
+    _compare_quietly(
+        _attention_probe(fn, True),
+        _attention_probe(ref_masked_attention, True),
+        cases,
+        name=name,
+        mistakes=_wrap(MASKED_MISTAKES, lambda f: _attention_probe(f, True)),
+    )
     _check_torch_agrees(fn, name, with_mask=True)
     _check_mask_properties(fn, name)
-    passed(f"{name}: matches the reference on {len(cases)} cases (gradients included) and "
-           "torch's attention; weights sum to one over visible keys; the future and the "
-           "padding never leak.")
+    passed(
+        f"{name}: matches the reference on {len(cases)} cases (gradients included) and "
+        "torch's attention; weights sum to one over visible keys; the future and the "
+        "padding never leak."
+    )

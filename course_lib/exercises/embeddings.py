@@ -182,57 +182,90 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
 
 # Order matters where several mistakes raise the same error: the check names the first one
 # that raises on the failing case, and the cases are ordered so that each is told apart.
-ONE_HOT_MISTAKES = _register("one_hot_embed", "one_hot_embed", [
-    Mistake("one-hot width taken from the ids instead of the vocabulary",
+ONE_HOT_MISTAKES = _register(
+    "one_hot_embed",
+    "one_hot_embed",
+    [
+        Mistake(
+            "one-hot width taken from the ids instead of the vocabulary",
             "F.one_hot(ids) makes ids.max() + 1 columns; pass num_classes=weight.shape[0] so "
             "the one-hot vectors have vocab entries, even when the largest id is absent",
-            _one_hot_width_from_ids),
-    Mistake("one-hot vectors made in float32 whatever the weight's dtype",
+            _one_hot_width_from_ids,
+        ),
+        Mistake(
+            "one-hot vectors made in float32 whatever the weight's dtype",
             "convert with .to(weight.dtype), not .float(): a float64 matrix needs float64 "
             "one-hot vectors",
-            _one_hot_float32),
-    Mistake("one-hot vectors left as integers",
-            "F.one_hot returns int64; convert it to the weight's dtype before the matrix "
-            "product",
-            _one_hot_integers),
-])
+            _one_hot_float32,
+        ),
+        Mistake(
+            "one-hot vectors left as integers",
+            "F.one_hot returns int64; convert it to the weight's dtype before the matrix product",
+            _one_hot_integers,
+        ),
+    ],
+)
 
-EMBEDDING_MISTAKES = _register("embedding", "Embedding", [
-    Mistake("padding_idx ignored",
+EMBEDDING_MISTAKES = _register(
+    "embedding",
+    "Embedding",
+    [
+        Mistake(
+            "padding_idx ignored",
             "with padding_idx set, zero that row of the weights at the start and stop its "
             "gradient, for example by multiplying the output by (ids != padding_idx)",
-            _EmbeddingIgnoresPadding),
-    Mistake("the padding row is zero at the start but still trained",
+            _EmbeddingIgnoresPadding,
+        ),
+        Mistake(
+            "the padding row is zero at the start but still trained",
             "zeroing the row in __init__ is not enough: self.weight[ids] sends gradient into "
             "it, and the optimizer moves it; also zero the output at padding positions so no "
             "gradient reaches the row",
-            _EmbeddingPaddingTrained),
-    Mistake("weights initialised uniformly in [0, 1)",
+            _EmbeddingPaddingTrained,
+        ),
+        Mistake(
+            "weights initialised uniformly in [0, 1)",
             "torch.rand draws from [0, 1): mean 0.5 and standard deviation 0.29; use "
             "torch.randn for N(0, 1), as torch.nn.Embedding does",
-            _EmbeddingUniformInit),
-    Mistake("weight stored as (d_model, vocab)",
+            _EmbeddingUniformInit,
+        ),
+        Mistake(
+            "weight stored as (d_model, vocab)",
             "one row per token: the weight has shape (vocab, d_model), and self.weight[ids] "
             "picks the rows",
-            _EmbeddingTransposed),
-])
+            _EmbeddingTransposed,
+        ),
+    ],
+)
 
-NEIGHBOUR_MISTAKES = _register("nearest_neighbours", "nearest_neighbours", [
-    Mistake("ranked by dot product instead of cosine similarity",
+NEIGHBOUR_MISTAKES = _register(
+    "nearest_neighbours",
+    "nearest_neighbours",
+    [
+        Mistake(
+            "ranked by dot product instead of cosine similarity",
             "divide each row by its length first (or use F.cosine_similarity): a dot product "
             "favours long vectors whatever their direction",
-            _neighbours_by_dot_product),
-    Mistake("the row itself is among its neighbours",
+            _neighbours_by_dot_product,
+        ),
+        Mistake(
+            "the row itself is among its neighbours",
             "a vector is always most similar to itself; set its own similarity to -inf before "
             "sorting",
-            _neighbours_include_self),
-    Mistake("least similar first",
+            _neighbours_include_self,
+        ),
+        Mistake(
+            "least similar first",
             "sort by similarity in descending order (argsort(descending=True))",
-            _neighbours_least_similar),
-    Mistake("ranked by Euclidean distance instead of cosine similarity",
+            _neighbours_least_similar,
+        ),
+        Mistake(
+            "ranked by Euclidean distance instead of cosine similarity",
             "cosine similarity compares directions only; the distance also counts the lengths",
-            _neighbours_by_distance),
-])
+            _neighbours_by_distance,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,8 +300,13 @@ def check_one_hot_embed(fn, cases=None) -> None:
         Case((torch.tensor([[1, 2], [0, 1]]), w32), label="a batch without the last id"),
         Case((torch.tensor([[6, 5, 6]]), w64), label="float64 weights"),
     ]
-    check_function(fn, ref_one_hot_embed, _cases(cases, default), name="one_hot_embed",
-                   mistakes=ONE_HOT_MISTAKES)
+    check_function(
+        fn,
+        ref_one_hot_embed,
+        _cases(cases, default),
+        name="one_hot_embed",
+        mistakes=ONE_HOT_MISTAKES,
+    )
 
 
 def check_embedding(cls, cases=None) -> None:
@@ -281,15 +319,24 @@ def check_embedding(cls, cases=None) -> None:
         fail(f"Embedding should be a class (a subclass of nn.Module), got {cls!r:.60}")
     default = [
         Case((6, 3), {"ids": torch.tensor([[0, 5, 2], [2, 2, 1]])}, label="no padding"),
-        Case((6, 3), {"padding_idx": 0, "ids": torch.tensor([[3, 4, 0, 0], [1, 0, 0, 0]])},
-             label="padding_idx=0"),
-        Case((200, 16), {"padding_idx": 199, "ids": torch.tensor([5, 199, 17, 5])},
-             label="a large table"),
+        Case(
+            (6, 3),
+            {"padding_idx": 0, "ids": torch.tensor([[3, 4, 0, 0], [1, 0, 0, 0]])},
+            label="padding_idx=0",
+        ),
+        Case(
+            (200, 16),
+            {"padding_idx": 199, "ids": torch.tensor([5, 199, 17, 5])},
+            label="a large table",
+        ),
     ]
-    check_function(_embedding_probe(cls), _embedding_probe(Embedding), _cases(cases, default),
-                   name="Embedding",
-                   mistakes=[Mistake(m.name, m.hint, _embedding_probe(m.impl))
-                             for m in EMBEDDING_MISTAKES])
+    check_function(
+        _embedding_probe(cls),
+        _embedding_probe(Embedding),
+        _cases(cases, default),
+        name="Embedding",
+        mistakes=[Mistake(m.name, m.hint, _embedding_probe(m.impl)) for m in EMBEDDING_MISTAKES],
+    )
 
 
 def check_nearest_neighbours(fn, cases=None) -> None:
@@ -299,5 +346,10 @@ def check_nearest_neighbours(fn, cases=None) -> None:
         Case((spread_rows(30, 8, 2), 0, 5), label="30 rows, first row"),
         Case((spread_rows(6, 2, 3), 5, 5), label="every other row"),
     ]
-    check_function(fn, ref_nearest_neighbours, _cases(cases, default),
-                   name="nearest_neighbours", mistakes=NEIGHBOUR_MISTAKES)
+    check_function(
+        fn,
+        ref_nearest_neighbours,
+        _cases(cases, default),
+        name="nearest_neighbours",
+        mistakes=NEIGHBOUR_MISTAKES,
+    )

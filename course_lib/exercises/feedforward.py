@@ -187,8 +187,11 @@ def _independent_by_permutation(module, x):
 
 
 def _count_without_biases(d_model, d_ff):
-    counts = {"attention": 4 * d_model**2, "feed_forward": 2 * d_model * d_ff,
-              "norms": 4 * d_model}
+    counts = {
+        "attention": 4 * d_model**2,
+        "feed_forward": 2 * d_model * d_ff,
+        "norms": 4 * d_model,
+    }
     return {**counts, "total": sum(counts.values())}
 
 
@@ -253,84 +256,142 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-GELU_MISTAKES = _register("gelu", "gelu", [
-    Mistake("the tanh approximation where the exact form was asked",
+GELU_MISTAKES = _register(
+    "gelu",
+    "gelu",
+    [
+        Mistake(
+            "the tanh approximation where the exact form was asked",
             "with approximate='none' use the erf form 0.5 * x * (1 + erf(x / sqrt(2))); the tanh "
             "form is only for approximate='tanh'",
-            _gelu_always_tanh),
-    Mistake("the approximate argument is ignored",
+            _gelu_always_tanh,
+        ),
+        Mistake(
+            "the approximate argument is ignored",
             "with approximate='tanh' return 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * "
             "x**3)))",
-            _gelu_always_exact),
-    Mistake("erf(x) instead of erf(x / sqrt(2))",
+            _gelu_always_exact,
+        ),
+        Mistake(
+            "erf(x) instead of erf(x / sqrt(2))",
             "the normal CDF is (1 + erf(x / sqrt(2))) / 2: divide by sqrt(2) inside erf",
-            _gelu_without_sqrt2),
-    Mistake("the factor 1/2 is missing",
+            _gelu_without_sqrt2,
+        ),
+        Mistake(
+            "the factor 1/2 is missing",
             "Phi(x) = (1 + erf(x / sqrt(2))) / 2 lies between 0 and 1; multiply by 0.5",
-            _gelu_without_half),
-    Mistake("the sigmoid approximation x * sigmoid(1.702 x)",
+            _gelu_without_half,
+        ),
+        Mistake(
+            "the sigmoid approximation x * sigmoid(1.702 x)",
             "that is a third, rougher approximation; compute the exact erf form (or the tanh "
             "form when asked)",
-            _gelu_sigmoid),
-])
+            _gelu_sigmoid,
+        ),
+    ],
+)
 
-FFN_MISTAKES = _register("feed_forward", "FeedForward", [
-    Mistake("ReLU instead of GELU",
+FFN_MISTAKES = _register(
+    "feed_forward",
+    "FeedForward",
+    [
+        Mistake(
+            "ReLU instead of GELU",
             "apply the exact GELU (your gelu, or F.gelu) between the two layers",
-            _FeedForwardReLU),
-    Mistake("the tanh form of GELU",
+            _FeedForwardReLU,
+        ),
+        Mistake(
+            "the tanh form of GELU",
             "use the exact GELU (approximate='none') between the layers",
-            _FeedForwardTanhGelu),
-    Mistake("no non-linearity between the layers",
+            _FeedForwardTanhGelu,
+        ),
+        Mistake(
+            "no non-linearity between the layers",
             "two linear layers in a row are one linear map; put the GELU between them",
-            _FeedForwardLinear),
-    Mistake("a GELU after the second layer too",
+            _FeedForwardLinear,
+        ),
+        Mistake(
+            "a GELU after the second layer too",
             "the output of self.down is returned as it is: the activation goes only between "
             "the layers",
-            _FeedForwardActivationAfter),
-])
+            _FeedForwardActivationAfter,
+        ),
+    ],
+)
 
-INDEPENDENT_MISTAKES = _register("positions_independent", "positions_independent", [
-    Mistake("the changed position was compared too",
+INDEPENDENT_MISTAKES = _register(
+    "positions_independent",
+    "positions_independent",
+    [
+        Mistake(
+            "the changed position was compared too",
             "the output at the position you changed is allowed to change: compare only the "
             "other positions",
-            _independent_whole_output),
-    Mistake("only the last position was changed",
+            _independent_whole_output,
+        ),
+        Mistake(
+            "only the last position was changed",
             "a causal module never lets the last position influence the others, so changing "
             "only it proves nothing; change each position in turn",
-            _independent_last_only),
-    Mistake("a permutation test",
+            _independent_last_only,
+        ),
+        Mistake(
+            "a permutation test",
             "self-attention without a mask also commutes with permutations of the positions, "
             "yet every output depends on every input; change one position at a time instead",
-            _independent_by_permutation),
-])
+            _independent_by_permutation,
+        ),
+    ],
+)
 
-COUNT_MISTAKES = _register("layer_parameter_count", "layer_parameter_count", [
-    Mistake("the biases were not counted",
+COUNT_MISTAKES = _register(
+    "layer_parameter_count",
+    "layer_parameter_count",
+    [
+        Mistake(
+            "the biases were not counted",
             "each nn.Linear(d_in, d_out) has d_in * d_out weights and d_out biases",
-            _count_without_biases),
-    Mistake("the output projection was not counted",
+            _count_without_biases,
+        ),
+        Mistake(
+            "the output projection was not counted",
             "attention has four d_model x d_model projections: query, key, value and output",
-            _count_without_out_proj),
-    Mistake("d_ff taken as 4 * d_model",
+            _count_without_out_proj,
+        ),
+        Mistake(
+            "d_ff taken as 4 * d_model",
             "use the d_ff you are given: not every model uses four times the width",
-            _count_with_fixed_width),
-    Mistake("the LayerNorm shifts were not counted",
+            _count_with_fixed_width,
+        ),
+        Mistake(
+            "the LayerNorm shifts were not counted",
             "each LayerNorm has a scale and a shift, d_model values each, and the layer has two",
-            _count_norms_without_shift),
-])
+            _count_norms_without_shift,
+        ),
+    ],
+)
 
-SWIGLU_MISTAKES = _register("swiglu", "SwiGLU", [
-    Mistake("the SiLU is applied to the wrong projection",
+SWIGLU_MISTAKES = _register(
+    "swiglu",
+    "SwiGLU",
+    [
+        Mistake(
+            "the SiLU is applied to the wrong projection",
             "the gate is silu(self.gate(x)); it multiplies self.up(x), which stays linear",
-            _SwiGLUSwapped),
-    Mistake("a sigmoid gate instead of SiLU",
+            _SwiGLUSwapped,
+        ),
+        Mistake(
+            "a sigmoid gate instead of SiLU",
             "SiLU(z) = z * sigmoid(z): the gate keeps its own value, not only the sigmoid",
-            _SwiGLUSigmoid),
-    Mistake("the gate is missing",
+            _SwiGLUSigmoid,
+        ),
+        Mistake(
+            "the gate is missing",
             "multiply silu(self.gate(x)) elementwise by self.up(x) before self.down",
-            _SwiGLUNoGate),
-])
+            _SwiGLUNoGate,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,8 +435,11 @@ def check_gelu(fn, cases=None) -> None:
         Case((grid,), label="exact form from -6 to 6"),
         Case((grid,), {"approximate": "tanh"}, label="tanh form from -6 to 6"),
         Case((_randn(g, 3, 5, 8, scale=3),), label="exact form on a batch"),
-        Case((torch.tensor([-20.0, -0.5, 0.0, 0.5, 20.0]),), {"approximate": "tanh"},
-             label="tanh form far from zero"),
+        Case(
+            (torch.tensor([-20.0, -0.5, 0.0, 0.5, 20.0]),),
+            {"approximate": "tanh"},
+            label="tanh form far from zero",
+        ),
         Case((torch.linspace(-4, 4, 17, dtype=torch.float64),), label="exact form in float64"),
     ]
     check_function(fn, ref_gelu, _cases(cases, default), name="gelu", mistakes=GELU_MISTAKES)
@@ -394,8 +458,13 @@ def check_feed_forward(cls, cases=None) -> None:
         Case((6, None), {"x": _randn(g, 1, 3, 6, scale=2), "seed": 3}, label="default d_ff"),
     ]
     runner = _ffn_runner(cls)
-    check_function(runner, _ffn_runner(ref.FeedForward), _cases(cases, default),
-                   name="FeedForward", mistakes=_wrap(FFN_MISTAKES, _ffn_runner))
+    check_function(
+        runner,
+        _ffn_runner(ref.FeedForward),
+        _cases(cases, default),
+        name="FeedForward",
+        mistakes=_wrap(FFN_MISTAKES, _ffn_runner),
+    )
 
 
 def _ffn_runner(cls):
@@ -419,8 +488,13 @@ def _independence_cases() -> list[Case]:
 def check_positions_independent(fn, cases=None) -> None:
     """Check ``positions_independent(module, x) -> bool`` on modules that do and do not mix."""
     cases = _cases(cases, _independence_cases())
-    check_function(fn, ref_positions_independent, cases, name="positions_independent",
-                   mistakes=INDEPENDENT_MISTAKES)
+    check_function(
+        fn,
+        ref_positions_independent,
+        cases,
+        name="positions_independent",
+        mistakes=INDEPENDENT_MISTAKES,
+    )
 
 
 def check_layer_parameter_count(fn, cases=None) -> None:
@@ -430,8 +504,13 @@ def check_layer_parameter_count(fn, cases=None) -> None:
         Case((768, 3072), label="GPT-2 small"),
         Case((10, 30), label="d_ff = 3 d_model"),
     ]
-    check_function(fn, ref_layer_parameter_count, _cases(cases, default),
-                   name="layer_parameter_count", mistakes=COUNT_MISTAKES)
+    check_function(
+        fn,
+        ref_layer_parameter_count,
+        _cases(cases, default),
+        name="layer_parameter_count",
+        mistakes=COUNT_MISTAKES,
+    )
 
 
 def _swiglu_runner(cls):
@@ -449,5 +528,10 @@ def check_swiglu(cls, cases=None) -> None:
         Case((8, 24), {"x": _randn(g, 2, 5, 8, scale=2), "seed": 1}, label="d_ff = 3 d_model"),
         Case((12, 32), {"x": _randn(g, 3, 4, 12, scale=2), "seed": 2}, label="another width"),
     ]
-    check_function(_swiglu_runner(cls), _swiglu_runner(ref.SwiGLU), _cases(cases, default),
-                   name="SwiGLU", mistakes=_wrap(SWIGLU_MISTAKES, _swiglu_runner))
+    check_function(
+        _swiglu_runner(cls),
+        _swiglu_runner(ref.SwiGLU),
+        _cases(cases, default),
+        name="SwiGLU",
+        mistakes=_wrap(SWIGLU_MISTAKES, _swiglu_runner),
+    )

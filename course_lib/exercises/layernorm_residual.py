@@ -186,60 +186,98 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-LAYER_NORM_MISTAKES = _register("layer_norm", "LayerNorm", [
-    Mistake("the unbiased variance",
+LAYER_NORM_MISTAKES = _register(
+    "layer_norm",
+    "LayerNorm",
+    [
+        Mistake(
+            "the unbiased variance",
             "divide the squared deviations by d_model, not d_model - 1: "
             "x.var(dim=-1, unbiased=False), as torch.nn.LayerNorm does",
-            _LayerNormUnbiased),
-    Mistake("epsilon added outside the square root",
+            _LayerNormUnbiased,
+        ),
+        Mistake(
+            "epsilon added outside the square root",
             "compute (x - mean) / sqrt(var + eps): eps goes inside the square root",
-            _LayerNormEpsOutside),
-    Mistake("normalised over the batch axis instead of the features",
+            _LayerNormEpsOutside,
+        ),
+        Mistake(
+            "normalised over the batch axis instead of the features",
             "take the mean and variance over the last axis (dim=-1, keepdim=True): each "
             "position is normalised on its own",
-            _LayerNormBatchAxis),
-    Mistake("the scale and shift are not applied",
+            _LayerNormBatchAxis,
+        ),
+        Mistake(
+            "the scale and shift are not applied",
             "multiply by self.weight and add self.bias after normalising",
-            _LayerNormNoAffine),
-    Mistake("the variance was taken around zero, not around the mean",
+            _LayerNormNoAffine,
+        ),
+        Mistake(
+            "the variance was taken around zero, not around the mean",
             "the variance is the mean of (x - mean)**2",
-            _LayerNormUncentredVariance),
-])
+            _LayerNormUncentredVariance,
+        ),
+    ],
+)
 
-RMS_NORM_MISTAKES = _register("rms_norm", "RMSNorm", [
-    Mistake("the mean was subtracted",
+RMS_NORM_MISTAKES = _register(
+    "rms_norm",
+    "RMSNorm",
+    [
+        Mistake(
+            "the mean was subtracted",
             "RMSNorm does not centre: divide x itself by sqrt(mean(x**2) + eps)",
-            _RMSNormCentred),
-    Mistake("epsilon added outside the square root",
+            _RMSNormCentred,
+        ),
+        Mistake(
+            "epsilon added outside the square root",
             "compute x / sqrt(mean(x**2) + eps): eps goes inside the square root",
-            _RMSNormEpsOutside),
-    Mistake("the sum of squares instead of the mean",
+            _RMSNormEpsOutside,
+        ),
+        Mistake(
+            "the sum of squares instead of the mean",
             "the root mean square divides the sum of squares by d_model: use .mean(dim=-1)",
-            _RMSNormSum),
-    Mistake("the scale is not applied",
-            "multiply the normalised x by self.weight",
-            _RMSNormNoScale),
-])
+            _RMSNormSum,
+        ),
+        Mistake(
+            "the scale is not applied", "multiply the normalised x by self.weight", _RMSNormNoScale
+        ),
+    ],
+)
 
-RESIDUAL_MISTAKES = _register("residual", "Residual", [
-    Mistake("pre-norm adds the normalised input instead of x",
+RESIDUAL_MISTAKES = _register(
+    "residual",
+    "Residual",
+    [
+        Mistake(
+            "pre-norm adds the normalised input instead of x",
             "the residual stream skips the norm: return x + sublayer(norm(x)), not "
             "norm(x) + sublayer(norm(x))",
-            _ResidualFromNormalised),
-    Mistake("post-norm normalises only the sub-layer's output",
+            _ResidualFromNormalised,
+        ),
+        Mistake(
+            "post-norm normalises only the sub-layer's output",
             "post-norm normalises the sum: norm(x + sublayer(x))",
-            _ResidualPostNormOnSublayer),
-    Mistake("the residual connection is missing",
+            _ResidualPostNormOnSublayer,
+        ),
+        Mistake(
+            "the residual connection is missing",
             "add the input x back: pre-norm x + sublayer(norm(x)), post-norm "
             "norm(x + sublayer(x))",
-            _ResidualWithoutSkip),
-    Mistake("pre-norm and post-norm swapped",
+            _ResidualWithoutSkip,
+        ),
+        Mistake(
+            "pre-norm and post-norm swapped",
             "norm_first=True is pre-norm, x + sublayer(norm(x)); norm_first=False is post-norm",
-            _ResidualArrangementsSwapped),
-    Mistake("pre-norm normalises its output too",
+            _ResidualArrangementsSwapped,
+        ),
+        Mistake(
+            "pre-norm normalises its output too",
             "pre-norm never normalises the residual stream: return x + sublayer(norm(x))",
-            _ResidualPreNormOutputNormalised),
-])
+            _ResidualPreNormOutputNormalised,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,8 +322,7 @@ def _residual_runner(cls: type):
         torch.manual_seed(seed)
         reference = ref.Residual(d_model, sublayer, norm_first=norm_first)
         _randomise(reference.norm)
-        module = load_weights(cls(d_model, sublayer, norm_first=norm_first), reference,
-                              "Residual")
+        module = load_weights(cls(d_model, sublayer, norm_first=norm_first), reference, "Residual")
         with torch.no_grad():
             return module.eval()(x, **(sublayer_kwargs or {}))
 
@@ -310,10 +347,16 @@ def _norm_cases(seed: int, eps_small: float) -> list[Case]:
     return [
         Case((8, torch.randn(4, 8, generator=g) * 3 + 2), label="a batch of vectors"),
         Case((16, torch.randn(2, 5, 16, generator=g)), {"seed": 1}, label="(batch, seq, d_model)"),
-        Case((6, torch.randn(3, 6, generator=g) * 0.01), {"eps": eps_small, "seed": 2},
-             label="a tiny spread"),
-        Case((5, torch.randn(2, 3, 5, generator=g) + 10), {"eps": 0.1, "seed": 3},
-             label="a large eps"),
+        Case(
+            (6, torch.randn(3, 6, generator=g) * 0.01),
+            {"eps": eps_small, "seed": 2},
+            label="a tiny spread",
+        ),
+        Case(
+            (5, torch.randn(2, 3, 5, generator=g) + 10),
+            {"eps": 0.1, "seed": 3},
+            label="a large eps",
+        ),
     ]
 
 
@@ -324,9 +367,13 @@ def check_layer_norm(cls, cases=None) -> None:
     random scale and shift and copies them into yours.
     """
     _check_class(cls, "LayerNorm")
-    check_function(_layer_norm_runner(cls), _layer_norm_runner(nn.LayerNorm),
-                   _cases(cases, _norm_cases(70, 1e-5)), name="LayerNorm",
-                   mistakes=_wrap(LAYER_NORM_MISTAKES, _layer_norm_runner))
+    check_function(
+        _layer_norm_runner(cls),
+        _layer_norm_runner(nn.LayerNorm),
+        _cases(cases, _norm_cases(70, 1e-5)),
+        name="LayerNorm",
+        mistakes=_wrap(LAYER_NORM_MISTAKES, _layer_norm_runner),
+    )
 
 
 def check_rms_norm(cls, cases=None) -> None:
@@ -337,18 +384,35 @@ def check_rms_norm(cls, cases=None) -> None:
     _check_class(cls, "RMSNorm")
     g = torch.Generator().manual_seed(71)
     default = _norm_cases(71, 1e-6)[:2] + [
-        Case((6, torch.randn(3, 6, generator=g) * 1e-3), {"eps": 1e-6, "seed": 2},
-             label="tiny values"),
-        Case((5, torch.randn(2, 3, 5, generator=g) + 4), {"eps": 0.1, "seed": 3},
-             label="values far from zero"),
+        Case(
+            (6, torch.randn(3, 6, generator=g) * 1e-3),
+            {"eps": 1e-6, "seed": 2},
+            label="tiny values",
+        ),
+        Case(
+            (5, torch.randn(2, 3, 5, generator=g) + 4),
+            {"eps": 0.1, "seed": 3},
+            label="values far from zero",
+        ),
     ]
-    check_function(_rms_norm_runner(cls), _rms_norm_runner(_torch_rms_norm),
-                   _cases(cases, default), name="RMSNorm",
-                   mistakes=_wrap(RMS_NORM_MISTAKES, _rms_norm_runner))
+    check_function(
+        _rms_norm_runner(cls),
+        _rms_norm_runner(_torch_rms_norm),
+        _cases(cases, default),
+        name="RMSNorm",
+        mistakes=_wrap(RMS_NORM_MISTAKES, _rms_norm_runner),
+    )
 
 
-def residual_case(sublayer: str, d_model: int, x: torch.Tensor, norm_first: bool,
-                  seed: int = 0, label: str = "", **sublayer_kwargs) -> Case:
+def residual_case(
+    sublayer: str,
+    d_model: int,
+    x: torch.Tensor,
+    norm_first: bool,
+    seed: int = 0,
+    label: str = "",
+    **sublayer_kwargs,
+) -> Case:
     """Build a case for :func:`check_residual` around a seeded ``"linear"``, ``"ffn"`` or
     ``"attention"`` sub-layer (extra keyword arguments go to the sub-layer's forward)."""
     torch.manual_seed(seed)
@@ -377,9 +441,20 @@ def check_residual(cls, cases=None) -> None:
         residual_case("linear", 8, x, True, seed=1, label="pre-norm around a linear layer"),
         residual_case("linear", 8, x, False, seed=2, label="post-norm around a linear layer"),
         residual_case("ffn", 8, x, True, seed=3, label="pre-norm around a feed-forward network"),
-        residual_case("attention", 8, x, False, seed=4, label="post-norm around masked attention",
-                      mask=causal_mask(5)),
+        residual_case(
+            "attention",
+            8,
+            x,
+            False,
+            seed=4,
+            label="post-norm around masked attention",
+            mask=causal_mask(5),
+        ),
     ]
-    check_function(_residual_runner(cls), _residual_runner(ref.Residual),
-                   _cases(cases, default), name="Residual",
-                   mistakes=_wrap(RESIDUAL_MISTAKES, _residual_runner))
+    check_function(
+        _residual_runner(cls),
+        _residual_runner(ref.Residual),
+        _cases(cases, default),
+        name="Residual",
+        mistakes=_wrap(RESIDUAL_MISTAKES, _residual_runner),
+    )

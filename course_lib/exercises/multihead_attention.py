@@ -54,14 +54,19 @@ def load_weights(module: object, reference: nn.Module, name: str) -> nn.Module:
     if got != expected:
         missing = [key for key in expected if key not in got]
         extra = [key for key in got if key not in expected]
-        resized = [f"{k} {got[k]} (expected {expected[k]})" for k in expected if k in got
-                   and got[k] != expected[k]]
+        resized = [
+            f"{k} {got[k]} (expected {expected[k]})"
+            for k in expected
+            if k in got and got[k] != expected[k]
+        ]
         details = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {', '.join(missing)}" if missing else "",
                 f"unexpected {', '.join(extra)}" if extra else "",
                 f"wrong shape: {', '.join(resized)}" if resized else "",
-            ) if part
+            )
+            if part
         )
         fail(
             f"{name} should hold exactly these parameters (name: shape): "
@@ -176,8 +181,10 @@ class _NoOutputProjection(_Attention):
     def forward(self, query, key=None, value=None, mask=None):
         key = query if key is None else key
         value = key if value is None else value
-        q, k, v = (self.split(p(x)) for p, x in
-                   ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value)))
+        q, k, v = (
+            self.split(p(x))
+            for p, x in ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value))
+        )
         return self.merge(self.attend(q, k, v, self.head_mask(mask)))
 
 
@@ -278,93 +285,153 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-SPLIT_MISTAKES = _register("split_heads", "split_heads", [
-    Mistake("reshaped straight to (batch, n_heads, seq, d_head)",
+SPLIT_MISTAKES = _register(
+    "split_heads",
+    "split_heads",
+    [
+        Mistake(
+            "reshaped straight to (batch, n_heads, seq, d_head)",
             "a reshape keeps the memory order, so it mixes positions into the heads; view as "
             "(batch, seq, n_heads, d_head) first, then transpose(1, 2)",
-            _split_reshape_only),
-    Mistake("the heads were left after the positions",
+            _split_reshape_only,
+        ),
+        Mistake(
+            "the heads were left after the positions",
             "the result must be (batch, n_heads, seq, d_head): transpose(1, 2) after the view",
-            _split_heads_last),
-    Mistake("channels dealt out to the heads in turn",
+            _split_heads_last,
+        ),
+        Mistake(
+            "channels dealt out to the heads in turn",
             "head h owns the contiguous channels h * d_head .. (h + 1) * d_head - 1: view the "
             "last axis as (n_heads, d_head), not (d_head, n_heads)",
-            _split_interleaved),
-])
+            _split_interleaved,
+        ),
+    ],
+)
 
-MERGE_MISTAKES = _register("merge_heads", "merge_heads", [
-    Mistake("heads merged without transposing back",
+MERGE_MISTAKES = _register(
+    "merge_heads",
+    "merge_heads",
+    [
+        Mistake(
+            "heads merged without transposing back",
             "transpose(1, 2) to (batch, seq, n_heads, d_head) before reshaping to "
             "(batch, seq, d_model); a plain reshape mixes positions and heads",
-            _merge_reshape_only),
-    Mistake("view() on a transposed tensor",
+            _merge_reshape_only,
+        ),
+        Mistake(
+            "view() on a transposed tensor",
             "after transpose the memory is not contiguous, so view() refuses: use reshape() "
             "(or .contiguous().view())",
-            _merge_view_after_transpose),
-    Mistake("heads merged in the wrong channel order",
+            _merge_view_after_transpose,
+        ),
+        Mistake(
+            "heads merged in the wrong channel order",
             "head h must fill channels h * d_head .. (h + 1) * d_head - 1: move only the head "
             "axis next to d_head, keeping (n_heads, d_head) in that order",
-            _merge_interleaved),
-    Mistake("heads summed instead of concatenated",
+            _merge_interleaved,
+        ),
+        Mistake(
+            "heads summed instead of concatenated",
             "put the heads side by side (d_model = n_heads * d_head channels); do not add them",
-            _merge_summed),
-])
+            _merge_summed,
+        ),
+    ],
+)
 
-MHA_MISTAKES = _register("multihead_attention", "MultiHeadAttention", [
-    Mistake("the output projection is forgotten",
+MHA_MISTAKES = _register(
+    "multihead_attention",
+    "MultiHeadAttention",
+    [
+        Mistake(
+            "the output projection is forgotten",
             "apply self.out_proj to the merged heads: it is what lets the heads' outputs mix",
-            _NoOutputProjection),
-    Mistake("heads merged without transposing back",
+            _NoOutputProjection,
+        ),
+        Mistake(
+            "heads merged without transposing back",
             "after attention the tensor is (batch, n_heads, seq, d_head); transpose(1, 2) "
             "before reshaping to (batch, seq, d_model)",
-            _MergeWithoutTranspose),
-    Mistake("split and merged with reshapes and no transpose",
+            _MergeWithoutTranspose,
+        ),
+        Mistake(
+            "split and merged with reshapes and no transpose",
             "reshape(batch, n_heads, seq, d_head) is not the same as view(batch, seq, n_heads, "
             "d_head).transpose(1, 2): it gives each head a jumble of positions, so the result "
             "differs from running every head on its own slice of channels",
-            _ReshapeWithoutTranspose),
-    Mistake("the padding mask was not given a head axis",
+            _ReshapeWithoutTranspose,
+        ),
+        Mistake(
+            "the padding mask was not given a head axis",
             "a (batch, 1, seq_k) mask lines its batch axis up with the heads; use "
             "mask.unsqueeze(1) to make it (batch, 1, 1, seq_k)",
-            _MaskWithoutHeadAxis),
-    Mistake("the mask is inverted",
+            _MaskWithoutHeadAxis,
+        ),
+        Mistake(
+            "the mask is inverted",
             "in this course True means 'may attend': pass the mask on as it is (it is torch's "
             "nn.MultiheadAttention that wants the opposite)",
-            _MaskInverted),
-    Mistake("scores divided by sqrt(d_model) instead of sqrt(d_head)",
+            _MaskInverted,
+        ),
+        Mistake(
+            "scores divided by sqrt(d_model) instead of sqrt(d_head)",
             "each head's dot products run over d_head channels, so scale by sqrt(d_head); "
             "scaled_dot_product_attention does it for you",
-            _ScaledByModelWidth),
-])
+            _ScaledByModelWidth,
+        ),
+    ],
+)
 
-LOAD_MISTAKES = _register("load_from_torch", "load_from_torch", [
-    Mistake("weights transposed",
+LOAD_MISTAKES = _register(
+    "load_from_torch",
+    "load_from_torch",
+    [
+        Mistake(
+            "weights transposed",
             "nn.Linear and in_proj_weight both store (out_features, in_features): copy the "
             "blocks as they are, without .T",
-            _load_transposed),
-    Mistake("the biases were not copied",
+            _load_transposed,
+        ),
+        Mistake(
+            "the biases were not copied",
             "copy in_proj_bias (split in three like the weight) and out_proj.bias too",
-            _load_without_biases),
-    Mistake("the output projection was not copied",
+            _load_without_biases,
+        ),
+        Mistake(
+            "the output projection was not copied",
             "copy torch_mha.out_proj.weight and .bias into module.out_proj",
-            _load_without_out_proj),
-    Mistake("in_proj_weight split along the wrong axis",
+            _load_without_out_proj,
+        ),
+        Mistake(
+            "in_proj_weight split along the wrong axis",
             "the three blocks are stacked along the rows: in_proj_weight.chunk(3, dim=0)",
-            _load_split_wrong_axis),
-])
+            _load_split_wrong_axis,
+        ),
+    ],
+)
 
-REPEAT_MISTAKES = _register("repeat_kv_heads", "repeat_kv_heads", [
-    Mistake("the heads were tiled instead of repeated in place",
+REPEAT_MISTAKES = _register(
+    "repeat_kv_heads",
+    "repeat_kv_heads",
+    [
+        Mistake(
+            "the heads were tiled instead of repeated in place",
             "x.repeat(1, n_rep, 1, 1) gives heads 0, 1, 0, 1; each head must be repeated next "
             "to itself (0, 0, 1, 1): use repeat_interleave",
-            _repeat_tiled),
-    Mistake("repeated along the positions",
+            _repeat_tiled,
+        ),
+        Mistake(
+            "repeated along the positions",
             "repeat along dim=1, the head axis of (batch, n_kv_heads, seq, d_head)",
-            _repeat_positions),
-    Mistake("repeated along the channels",
+            _repeat_positions,
+        ),
+        Mistake(
+            "repeated along the channels",
             "repeat along dim=1, the head axis, not the last axis",
-            _repeat_channels),
-])
+            _repeat_channels,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,8 +511,9 @@ def check_split_heads(fn, cases=None) -> None:
         Case((_randn(g, 3, 4, 16), 4), label="as many heads as positions"),
         Case((_randn(g, 1, 2, 6), 1), label="one head"),
     ]
-    check_function(fn, ref.split_heads, _cases(cases, default), name="split_heads",
-                   mistakes=SPLIT_MISTAKES)
+    check_function(
+        fn, ref.split_heads, _cases(cases, default), name="split_heads", mistakes=SPLIT_MISTAKES
+    )
 
 
 def check_merge_heads(fn, cases=None) -> None:
@@ -457,8 +525,9 @@ def check_merge_heads(fn, cases=None) -> None:
         Case((_randn(g, 1, 2, 2, 3),), label="as many heads as positions"),
         Case((_randn(g, 2, 1, 4, 5),), label="one head"),
     ]
-    check_function(fn, ref.merge_heads, _cases(cases, default), name="merge_heads",
-                   mistakes=MERGE_MISTAKES)
+    check_function(
+        fn, ref.merge_heads, _cases(cases, default), name="merge_heads", mistakes=MERGE_MISTAKES
+    )
 
 
 def check_multihead_attention(cls, cases=None) -> None:
@@ -475,17 +544,29 @@ def check_multihead_attention(cls, cases=None) -> None:
     default = [
         Case((16, 4), {"query": x, "seed": 1}, label="self-attention"),
         Case((16, 4), {"query": x, "mask": causal_mask(5), "seed": 2}, label="causal mask"),
-        Case((12, 2), {"query": x3, "mask": padding_mask(torch.tensor([5, 3, 1]), 5),
-                       "seed": 3}, label="padding mask"),
-        Case((16, 2), {"query": x, "key": memory, "mask": padding_mask(torch.tensor([7, 4]), 7),
-                       "seed": 4}, label="attention over another sequence"),
-        Case((16, 8), {"query": x, "key": memory, "value": values, "seed": 5},
-             label="separate values"),
+        Case(
+            (12, 2),
+            {"query": x3, "mask": padding_mask(torch.tensor([5, 3, 1]), 5), "seed": 3},
+            label="padding mask",
+        ),
+        Case(
+            (16, 2),
+            {"query": x, "key": memory, "mask": padding_mask(torch.tensor([7, 4]), 7), "seed": 4},
+            label="attention over another sequence",
+        ),
+        Case(
+            (16, 8),
+            {"query": x, "key": memory, "value": values, "seed": 5},
+            label="separate values",
+        ),
     ]
     cases = _cases(cases, default)
     labels = ", ".join(c.label for c in cases if c.label)
     check_function(
-        _mha_runner(cls), _mha_head_by_head, cases, name="MultiHeadAttention",
+        _mha_runner(cls),
+        _mha_head_by_head,
+        cases,
+        name="MultiHeadAttention",
         mistakes=_wrap(MHA_MISTAKES, _mha_runner),
         verified=f"{len(cases)} cases, computed head by head" + (f" ({labels})" if labels else ""),
     )
@@ -505,14 +586,25 @@ def check_load_from_torch(fn, cases=None) -> None:
     default = [
         Case((16, 4), {"query": x, "seed": 1}, label="self-attention"),
         Case((16, 4), {"query": x, "mask": causal_mask(6), "seed": 2}, label="causal mask"),
-        Case((16, 2), {"query": x, "key": memory, "seed": 3},
-             label="attention over another sequence"),
-        Case((16, 2), {"query": x, "key": memory, "mask": padding_mask(torch.tensor([9, 5]), 9),
-                       "seed": 4}, label="another sequence with padding"),
+        Case(
+            (16, 2),
+            {"query": x, "key": memory, "seed": 3},
+            label="attention over another sequence",
+        ),
+        Case(
+            (16, 2),
+            {"query": x, "key": memory, "mask": padding_mask(torch.tensor([9, 5]), 9), "seed": 4},
+            label="another sequence with padding",
+        ),
         Case((16, 4), {"query": x, "bias": False, "seed": 5}, label="no bias"),
     ]
-    check_function(_load_runner(fn), _torch_output, _cases(cases, default),
-                   name="load_from_torch", mistakes=_wrap(LOAD_MISTAKES, _load_runner))
+    check_function(
+        _load_runner(fn),
+        _torch_output,
+        _cases(cases, default),
+        name="load_from_torch",
+        mistakes=_wrap(LOAD_MISTAKES, _load_runner),
+    )
 
 
 def check_repeat_kv_heads(fn, cases=None) -> None:
@@ -525,5 +617,10 @@ def check_repeat_kv_heads(fn, cases=None) -> None:
         Case((_randn(g, 1, 1, 5, 4), 4), label="one shared head"),
         Case((_randn(g, 2, 3, 2, 2), 1), label="no repetition"),
     ]
-    check_function(fn, ref.repeat_kv_heads, _cases(cases, default), name="repeat_kv_heads",
-                   mistakes=REPEAT_MISTAKES)
+    check_function(
+        fn,
+        ref.repeat_kv_heads,
+        _cases(cases, default),
+        name="repeat_kv_heads",
+        mistakes=REPEAT_MISTAKES,
+    )

@@ -124,8 +124,9 @@ def run_cache(cache_class, seed=0, prompt_len=4, new_tokens=10):
         "what update returned": returned,
         "seq_len after each step": lengths,
         "tokens generated with the cache": with_cache,
-        "tokens generated without a cache": generate(model, prompt, new_tokens, temperature=0,
-                                                     use_cache=False),
+        "tokens generated without a cache": generate(
+            model, prompt, new_tokens, temperature=0, use_cache=False
+        ),
     }
 
 
@@ -361,110 +362,186 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-PROBS_MISTAKES = _register("head_probs", "head_probs", [
-    Mistake("softmax over the wrong dimension",
+PROBS_MISTAKES = _register(
+    "head_probs",
+    "head_probs",
+    [
+        Mistake(
+            "softmax over the wrong dimension",
             "the probabilities of one position run over the vocabulary, the last dimension: "
             "softmax(logits, dim=-1)",
-            _probs_wrong_dim),
-    Mistake("the weight is not transposed",
+            _probs_wrong_dim,
+        ),
+        Mistake(
+            "the weight is not transposed",
             "weight has shape (vocab, d_model), like nn.Linear: the logits are h @ weight.T",
-            _probs_no_transpose),
-    Mistake("the bias is left out",
+            _probs_no_transpose,
+        ),
+        Mistake(
+            "the bias is left out",
             "add bias (one number per token) to h @ weight.T",
-            _probs_no_bias),
-    Mistake("softmax without subtracting the maximum",
+            _probs_no_bias,
+        ),
+        Mistake(
+            "softmax without subtracting the maximum",
             "exp of a large logit overflows to inf and inf / inf is NaN: subtract each row's "
             "maximum before exponentiating (it does not change the result)",
-            _probs_overflow),
-])
+            _probs_overflow,
+        ),
+    ],
+)
 
-TIED_MISTAKES = _register("tied_head", "TiedHead", [
-    Mistake("the weight is copied, not shared",
+TIED_MISTAKES = _register(
+    "tied_head",
+    "TiedHead",
+    [
+        Mistake(
+            "the weight is copied, not shared",
             "a clone is a second tensor that training changes separately: keep the embedding's "
             "own Parameter (self.weight = embedding.weight)",
-            _HeadCopied),
-    Mistake("the weight is detached",
+            _HeadCopied,
+        ),
+        Mistake(
+            "the weight is detached",
             "embedding.weight.detach() shares the numbers but cuts the gradient: the head's "
             "gradient must reach the embedding; use embedding.weight itself",
-            _HeadDetached),
-    Mistake("a new linear layer instead of the embedding's weight",
+            _HeadDetached,
+        ),
+        Mistake(
+            "a new linear layer instead of the embedding's weight",
             "a tied head owns no weight of its own: score h against the embedding matrix",
-            _HeadNewLinear),
-    Mistake("the embedding matrix is not transposed",
+            _HeadNewLinear,
+        ),
+        Mistake(
+            "the embedding matrix is not transposed",
             "the embedding weight is (vocab, d_model): the logits are h @ weight.T",
-            _HeadNotTransposed),
-])
+            _HeadNotTransposed,
+        ),
+    ],
+)
 
-CE_MISTAKES = _register("cross_entropy", "cross_entropy", [
-    Mistake("softmax applied before the cross-entropy (a double softmax)",
+CE_MISTAKES = _register(
+    "cross_entropy",
+    "cross_entropy",
+    [
+        Mistake(
+            "softmax applied before the cross-entropy (a double softmax)",
             "cross-entropy takes raw logits; it applies the (log-)softmax itself",
-            _ce_double_softmax),
-    Mistake("log-sum-exp computed without subtracting the maximum",
+            _ce_double_softmax,
+        ),
+        Mistake(
+            "log-sum-exp computed without subtracting the maximum",
             "exp of a large logit overflows: logsumexp(x) = m + log(sum(exp(x - m))) with m the "
             "row's maximum",
-            _ce_overflow),
-    Mistake("ignored positions counted in the mean",
+            _ce_overflow,
+        ),
+        Mistake(
+            "ignored positions counted in the mean",
             "divide by the number of positions whose target is not ignore_index",
-            _ce_ignored_in_mean),
-    Mistake("the sum instead of the mean",
+            _ce_ignored_in_mean,
+        ),
+        Mistake(
+            "the sum instead of the mean",
             "cross-entropy is averaged over the positions that count",
-            _ce_sum),
-])
+            _ce_sum,
+        ),
+    ],
+)
 
-PPL_MISTAKES = _register("next_token_perplexity", "next_token_perplexity", [
-    Mistake("labels not shifted by one",
+PPL_MISTAKES = _register(
+    "next_token_perplexity",
+    "next_token_perplexity",
+    [
+        Mistake(
+            "labels not shifted by one",
             "position t predicts the token at t + 1: compare logits[:, :-1] with ids[:, 1:]",
-            _ppl_not_shifted),
-    Mistake("labels shifted the wrong way",
+            _ppl_not_shifted,
+        ),
+        Mistake(
+            "labels shifted the wrong way",
             "the logits at position t are scored against the *next* token: logits[:, :-1] with "
             "ids[:, 1:]",
-            _ppl_shifted_backwards),
-    Mistake("perplexity in base 2",
+            _ppl_shifted_backwards,
+        ),
+        Mistake(
+            "perplexity in base 2",
             "the loss is in nats (natural log): perplexity is exp(loss), not 2 ** loss",
-            _ppl_base_two),
-    Mistake("exp of the summed loss",
+            _ppl_base_two,
+        ),
+        Mistake(
+            "exp of the summed loss",
             "perplexity is exp of the *mean* cross-entropy per predicted token",
-            _ppl_of_sum),
-])
+            _ppl_of_sum,
+        ),
+    ],
+)
 
-SAMPLING_MISTAKES = _register("next_token_probs", "next_token_probs", [
-    Mistake("the logits are multiplied by the temperature",
+SAMPLING_MISTAKES = _register(
+    "next_token_probs",
+    "next_token_probs",
+    [
+        Mistake(
+            "the logits are multiplied by the temperature",
             "divide the logits by the temperature: a temperature below 1 sharpens",
-            _probs_times_temperature),
-    Mistake("temperature zero divides by zero",
+            _probs_times_temperature,
+        ),
+        Mistake(
+            "temperature zero divides by zero",
             "treat temperature == 0 on its own: all the probability on the argmax",
-            _probs_zero_division),
-    Mistake("top-p keeps the wrong side of the cut-off",
+            _probs_zero_division,
+        ),
+        Mistake(
+            "top-p keeps the wrong side of the cut-off",
             "keep the most likely tokens (the head of the sorted list), not the tail",
-            _top_p_wrong_side),
-    Mistake("top-p drops the token that crosses top_p",
+            _top_p_wrong_side,
+        ),
+        Mistake(
+            "top-p drops the token that crosses top_p",
             "keep a token when the probability of the tokens *before* it is below top_p, so "
             "the kept set reaches top_p",
-            _top_p_drops_crossing_token),
-    Mistake("top-k keeps the least likely tokens",
+            _top_p_drops_crossing_token,
+        ),
+        Mistake(
+            "top-k keeps the least likely tokens",
             "keep the k largest logits (torch.topk returns the largest by default)",
-            _top_k_smallest),
-])
+            _top_k_smallest,
+        ),
+    ],
+)
 
-CACHE_MISTAKES = _register("kv_cache", "KVCache", [
-    Mistake("new keys replace the stored ones",
+CACHE_MISTAKES = _register(
+    "kv_cache",
+    "KVCache",
+    [
+        Mistake(
+            "new keys replace the stored ones",
             "append the new positions to the stored ones (torch.cat along the positions) and "
             "return everything",
-            _CacheReplaces),
-    Mistake("new keys are put before the stored ones",
+            _CacheReplaces,
+        ),
+        Mistake(
+            "new keys are put before the stored ones",
             "positions must stay in order: torch.cat([stored, new], dim=-2)",
-            _CachePrepends),
-    Mistake("keys concatenated along the heads dimension",
+            _CachePrepends,
+        ),
+        Mistake(
+            "keys concatenated along the heads dimension",
             "k is (batch, n_heads, seq_new, d_head): positions are dimension -2",
-            _CacheWrongDim),
-    Mistake("one store shared by all layers",
+            _CacheWrongDim,
+        ),
+        Mistake(
+            "one store shared by all layers",
             "every layer has its own keys and values: keep a list indexed by layer",
-            _CacheSharedByLayers),
-    Mistake("seq_len counts calls instead of positions",
+            _CacheSharedByLayers,
+        ),
+        Mistake(
+            "seq_len counts calls instead of positions",
             "a prompt adds several positions in one call: seq_len is the size of dimension -2 "
             "of the stored keys",
-            _CacheCountsCalls),
-])
+            _CacheCountsCalls,
+        ),
+    ],
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,13 +562,18 @@ def check_head_probs(fn, cases=None) -> None:
     """Check ``head_probs(h, weight, bias) -> (logits, probs)``."""
     default = [
         Case((_randn(2, 3, 8), _randn(11, 8, seed=1), _randn(11, seed=2)), label="batch of 2x3"),
-        Case((_randn(4, 6, seed=3), _randn(6, 6, seed=4), _randn(6, seed=5)),
-             label="vocab equal to d_model"),
-        Case((_randn(2, 8, seed=6, scale=40.0), _randn(5, 8, seed=7), _randn(5, seed=8)),
-             label="very large logits"),
+        Case(
+            (_randn(4, 6, seed=3), _randn(6, 6, seed=4), _randn(6, seed=5)),
+            label="vocab equal to d_model",
+        ),
+        Case(
+            (_randn(2, 8, seed=6, scale=40.0), _randn(5, 8, seed=7), _randn(5, seed=8)),
+            label="very large logits",
+        ),
     ]
-    check_function(fn, ref_head_probs, _cases(cases, default), name="head_probs",
-                   mistakes=PROBS_MISTAKES)
+    check_function(
+        fn, ref_head_probs, _cases(cases, default), name="head_probs", mistakes=PROBS_MISTAKES
+    )
 
 
 def check_tied_head(head_class, cases=None) -> None:
@@ -508,8 +590,7 @@ def check_tied_head(head_class, cases=None) -> None:
         return run_tied_head(RefTiedHead, vocab, d_model, h)
 
     mistakes = [Mistake(m.name, m.hint, _runner(run_tied_head, m.impl)) for m in TIED_MISTAKES]
-    check_function(learner, reference, _cases(cases, default), name="TiedHead",
-                   mistakes=mistakes)
+    check_function(learner, reference, _cases(cases, default), name="TiedHead", mistakes=mistakes)
 
 
 def _runner(run, impl):
@@ -525,24 +606,40 @@ def check_cross_entropy(fn, cases=None) -> None:
         Case((_randn(6, 5), targets), label="ordinary logits"),
         Case((_randn(6, 5, seed=1, scale=200.0), targets), label="very large logits"),
         Case((_randn(6, 5, seed=2), with_ignored), label="two ignored positions"),
-        Case((_randn(6, 5, seed=3), torch.tensor([3, 0, 4, 0, 1, 0])), {"ignore_index": 0},
-             label="ignore_index=0"),
+        Case(
+            (_randn(6, 5, seed=3), torch.tensor([3, 0, 4, 0, 1, 0])),
+            {"ignore_index": 0},
+            label="ignore_index=0",
+        ),
     ]
-    check_function(fn, ref_cross_entropy, _cases(cases, default), name="cross_entropy",
-                   mistakes=CE_MISTAKES)
+    check_function(
+        fn, ref_cross_entropy, _cases(cases, default), name="cross_entropy", mistakes=CE_MISTAKES
+    )
 
 
 def check_next_token_perplexity(fn, cases=None) -> None:
     """Check ``next_token_perplexity(logits, ids) -> float``."""
     g = torch.Generator().manual_seed(0)
     default = [
-        Case((_randn(2, 5, 7, dtype=torch.float64), torch.randint(0, 7, (2, 5), generator=g)),
-             label="batch of 2, 5 tokens"),
-        Case((_randn(1, 9, 4, seed=1, scale=3.0, dtype=torch.float64),
-              torch.randint(0, 4, (1, 9), generator=g)), label="confident logits"),
+        Case(
+            (_randn(2, 5, 7, dtype=torch.float64), torch.randint(0, 7, (2, 5), generator=g)),
+            label="batch of 2, 5 tokens",
+        ),
+        Case(
+            (
+                _randn(1, 9, 4, seed=1, scale=3.0, dtype=torch.float64),
+                torch.randint(0, 4, (1, 9), generator=g),
+            ),
+            label="confident logits",
+        ),
     ]
-    check_function(fn, ref_next_token_perplexity, _cases(cases, default),
-                   name="next_token_perplexity", mistakes=PPL_MISTAKES)
+    check_function(
+        fn,
+        ref_next_token_perplexity,
+        _cases(cases, default),
+        name="next_token_perplexity",
+        mistakes=PPL_MISTAKES,
+    )
 
 
 def check_next_token_probs(fn, cases=None) -> None:
@@ -556,8 +653,13 @@ def check_next_token_probs(fn, cases=None) -> None:
         Case((logits,), {"temperature": 1.0, "top_p": 0.72}, label="top-p 0.72"),
         Case((logits,), {"temperature": 1.5, "top_k": 6, "top_p": 0.9}, label="all three"),
     ]
-    check_function(fn, ref_next_token_probs, _cases(cases, default), name="next_token_probs",
-                   mistakes=SAMPLING_MISTAKES)
+    check_function(
+        fn,
+        ref_next_token_probs,
+        _cases(cases, default),
+        name="next_token_probs",
+        mistakes=SAMPLING_MISTAKES,
+    )
 
 
 def check_kv_cache(cache_class, cases=None) -> None:
@@ -568,6 +670,11 @@ def check_kv_cache(cache_class, cases=None) -> None:
         return run_cache(cache_class, *args)
 
     mistakes = [Mistake(m.name, m.hint, _runner(run_cache, m.impl)) for m in CACHE_MISTAKES]
-    check_function(learner, _runner(run_cache, KVCache), _cases(cases, default), name="KVCache",
-                   mistakes=mistakes,
-                   verified="scripted updates and generation with and without the cache")
+    check_function(
+        learner,
+        _runner(run_cache, KVCache),
+        _cases(cases, default),
+        name="KVCache",
+        mistakes=mistakes,
+        verified="scripted updates and generation with and without the cache",
+    )

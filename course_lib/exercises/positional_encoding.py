@@ -69,8 +69,7 @@ def compare_outcomes(expected: Any, got: Any) -> str | None:
                 return None
             return f"it should raise {expected.kind}, but it raised {got.kind}: {got.message}"
         return (
-            f"it should raise {expected.kind} ({expected.message}), but it returned "
-            f"{_brief(got)}"
+            f"it should raise {expected.kind} ({expected.message}), but it returned {_brief(got)}"
         )
     if isinstance(got, Raised):
         return f"it raised {got.kind}: {got.message}"
@@ -225,46 +224,76 @@ def _register(exercise_id: str, symbol: str, mistakes: list[Mistake]) -> list[Mi
     return mistakes
 
 
-SINUSOIDAL_MISTAKES = _register("sinusoidal_encoding", "sinusoidal_encoding", [
-    Mistake("sines and cosines in two blocks instead of interleaved",
+SINUSOIDAL_MISTAKES = _register(
+    "sinusoidal_encoding",
+    "sinusoidal_encoding",
+    [
+        Mistake(
+            "sines and cosines in two blocks instead of interleaved",
             "the layout is interleaved: channel 2i holds the sine and channel 2i + 1 the cosine "
             "of the same angle; torch.stack((sin, cos), dim=-1).flatten(-2) does it",
-            _sinusoidal_blocks),
-    Mistake("sine and cosine swapped",
+            _sinusoidal_blocks,
+        ),
+        Mistake(
+            "sine and cosine swapped",
             "even channels (0, 2, 4, ...) hold the sines, odd channels the cosines",
-            _sinusoidal_swapped),
-    Mistake("the exponent uses the channel index instead of 2i",
+            _sinusoidal_swapped,
+        ),
+        Mistake(
+            "the exponent uses the channel index instead of 2i",
             "both channels of pair i share one angle, pos / base ** (2i / d_model): channel 5 "
             "uses 2i = 4, not 5",
-            _sinusoidal_channel_exponent),
-])
+            _sinusoidal_channel_exponent,
+        ),
+    ],
+)
 
-LEARNED_MISTAKES = _register("learned_positions", "LearnedPositionalEmbedding", [
-    Mistake("positions stored as a buffer, so they are never trained",
+LEARNED_MISTAKES = _register(
+    "learned_positions",
+    "LearnedPositionalEmbedding",
+    [
+        Mistake(
+            "positions stored as a buffer, so they are never trained",
             "wrap the table in nn.Parameter so the optimizer sees it; a buffer is for fixed "
             "tables like the sinusoids",
-            _LearnedAsBuffer),
-    Mistake("the last seq rows used instead of the first",
+            _LearnedAsBuffer,
+        ),
+        Mistake(
+            "the last seq rows used instead of the first",
             "position p uses row p: add self.weight[:seq]",
-            _LearnedLastRows),
-    Mistake("the input is not added",
+            _LearnedLastRows,
+        ),
+        Mistake(
+            "the input is not added",
             "return x + self.weight[:seq]: the position vectors are added to the embeddings",
-            _LearnedPositionsOnly),
-])
+            _LearnedPositionsOnly,
+        ),
+    ],
+)
 
-ROTARY_MISTAKES = _register("apply_rotary", "apply_rotary", [
-    Mistake("channels paired as halves (i, i + d_head/2) instead of neighbours (2i, 2i+1)",
+ROTARY_MISTAKES = _register(
+    "apply_rotary",
+    "apply_rotary",
+    [
+        Mistake(
+            "channels paired as halves (i, i + d_head/2) instead of neighbours (2i, 2i+1)",
             "in this course pair i is channels 2i and 2i + 1 (x[..., 0::2] and x[..., 1::2]); "
             "the half-split layout of some libraries is also a rotation, but not this one",
-            _rotary_half_split),
-    Mistake("rotation in the wrong direction",
+            _rotary_half_split,
+        ),
+        Mistake(
+            "rotation in the wrong direction",
             "turn counter-clockwise: out[2i] = x[2i] cos - x[2i+1] sin, "
             "out[2i+1] = x[2i] sin + x[2i+1] cos",
-            _rotary_clockwise),
-    Mistake("the frequency exponent uses i instead of 2i",
+            _rotary_clockwise,
+        ),
+        Mistake(
+            "the frequency exponent uses i instead of 2i",
             "pair i turns at base ** (-2i / d_head); with i alone the slow pairs turn too fast",
-            _rotary_pair_exponent),
-])
+            _rotary_pair_exponent,
+        ),
+    ],
+)
 
 
 def _cases(cases, default):
@@ -288,10 +317,14 @@ def check_sinusoidal_encoding(fn, cases=None) -> None:
         Case((10, 8), {"base": 100.0}, label="base=100"),
         Case((3, 7), label="odd d_model must raise ValueError"),
     ]
-    check_function(outcome(fn), outcome(ref_sinusoidal_encoding), _cases(cases, default),
-                   name="sinusoidal_encoding", compare=compare_outcomes,
-                   mistakes=[Mistake(m.name, m.hint, outcome(m.impl))
-                             for m in SINUSOIDAL_MISTAKES])
+    check_function(
+        outcome(fn),
+        outcome(ref_sinusoidal_encoding),
+        _cases(cases, default),
+        name="sinusoidal_encoding",
+        compare=compare_outcomes,
+        mistakes=[Mistake(m.name, m.hint, outcome(m.impl)) for m in SINUSOIDAL_MISTAKES],
+    )
 
 
 def check_learned_positions(cls, cases=None) -> None:
@@ -301,14 +334,19 @@ def check_learned_positions(cls, cases=None) -> None:
     default = [
         Case((8, 4, _randn(2, 5, 4, seed=1, dtype=torch.float32)), label="5 of 8 positions"),
         Case((6, 3, _randn(1, 6, 3, seed=2, dtype=torch.float32)), label="every position"),
-        Case((4, 2, _randn(3, 6, 2, seed=3, dtype=torch.float32)),
-             label="longer than max_seq must raise ValueError"),
+        Case(
+            (4, 2, _randn(3, 6, 2, seed=3, dtype=torch.float32)),
+            label="longer than max_seq must raise ValueError",
+        ),
     ]
-    check_function(_learned_probe(cls), _learned_probe(LearnedPositionalEmbedding),
-                   _cases(cases, default), name="LearnedPositionalEmbedding",
-                   compare=compare_outcomes,
-                   mistakes=[Mistake(m.name, m.hint, _learned_probe(m.impl))
-                             for m in LEARNED_MISTAKES])
+    check_function(
+        _learned_probe(cls),
+        _learned_probe(LearnedPositionalEmbedding),
+        _cases(cases, default),
+        name="LearnedPositionalEmbedding",
+        compare=compare_outcomes,
+        mistakes=[Mistake(m.name, m.hint, _learned_probe(m.impl)) for m in LEARNED_MISTAKES],
+    )
 
 
 def _check_relative_scores(fn: Callable) -> None:
@@ -337,14 +375,22 @@ def check_apply_rotary(fn, cases=None) -> None:
         Case((_randn(2, 6, 8, seed=1),), label="float64, positions 0..5"),
         Case((_randn(3, 5, 4, seed=2, dtype=torch.float32),), label="float32"),
         Case((_randn(2, 4, 6, seed=3), torch.tensor([7, 8, 9, 10])), label="positions 7..10"),
-        Case((_randn(1, 2, 5, 8, seed=4),), {"base": 100.0},
-             label="(batch, n_heads, seq, d_head), base=100"),
+        Case(
+            (_randn(1, 2, 5, 8, seed=4),),
+            {"base": 100.0},
+            label="(batch, n_heads, seq, d_head), base=100",
+        ),
         Case((_randn(2, 3, 5, seed=5),), label="odd d_head must raise ValueError"),
     ]
     cases = _cases(cases, default)
     _check_relative_scores(fn)
-    check_function(outcome(fn), outcome(ref_apply_rotary), cases, name="apply_rotary",
-                   compare=compare_outcomes,
-                   mistakes=[Mistake(m.name, m.hint, outcome(m.impl)) for m in ROTARY_MISTAKES],
-                   verified=f"{len(cases)} cases, and a rotated query-key score depends only "
-                   "on the distance m - n")
+    check_function(
+        outcome(fn),
+        outcome(ref_apply_rotary),
+        cases,
+        name="apply_rotary",
+        compare=compare_outcomes,
+        mistakes=[Mistake(m.name, m.hint, outcome(m.impl)) for m in ROTARY_MISTAKES],
+        verified=f"{len(cases)} cases, and a rotated query-key score depends only "
+        "on the distance m - n",
+    )

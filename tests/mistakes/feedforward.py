@@ -55,4 +55,3 @@ EXTRA_MISTAKES = {
         Mistake("gate added instead of multiplied", "", _SwiGLUSummed),
     ],
 }
-

@@ -65,12 +65,10 @@ class _CacheValuesFromKeys(KVCache):
 
 
 EXTRA_MISTAKES = {
-    "head_probs": [Mistake("log-probabilities instead of probabilities", "",
-                           _probs_as_log_probs)],
+    "head_probs": [Mistake("log-probabilities instead of probabilities", "", _probs_as_log_probs)],
     "tied_head": [Mistake("a bias of its own added to the tied head", "", _TiedHeadWithBias)],
     "cross_entropy": [Mistake("only ignore_index=-100 is honoured", "", _ce_default_ignore_only)],
-    "next_token_perplexity": [Mistake("a tensor returned instead of a float", "",
-                                      _ppl_as_tensor)],
+    "next_token_perplexity": [Mistake("a tensor returned instead of a float", "", _ppl_as_tensor)],
     "next_token_probs": [
         Mistake("top_k larger than the vocabulary crashes", "", _probs_top_k_beyond_vocab),
         Mistake("top-p applied before top-k", "", _probs_top_p_before_top_k),
