@@ -341,6 +341,8 @@ def run_train(args: argparse.Namespace) -> int:
         # Settings, tokenizer and data: from the preset, or from the checkpoint to resume.
         resume_payload = None
         if args.resume is not None:
+            if args.out is not None:
+                raise ValueError("--resume continues in the run's own folder; drop --out")
             ckpt = args.resume / CHECKPOINT_NAME if args.resume.is_dir() else args.resume
             resume_payload = load_checkpoint(ckpt, restore_rng=False)
             model_cfg = GPTConfig.from_dict(resume_payload["model_config"])
@@ -449,21 +451,30 @@ def run_train(args: argparse.Namespace) -> int:
             _barrier(procs)
 
         started = time.perf_counter()
-        state = fit(
-            trained,
-            optimizer,
-            data,
-            train_cfg,
-            model_cfg.max_seq,
-            state=state,
-            amp_dtype=amp_dtype,
-            scaler=scaler,
-            rank=procs.rank,
-            world_size=procs.world_size,
-            on_eval=on_eval,
-            on_checkpoint=on_checkpoint,
-            progress=not args.no_progress,
-        )
+        try:
+            state = fit(
+                trained,
+                optimizer,
+                data,
+                train_cfg,
+                model_cfg.max_seq,
+                state=state,
+                amp_dtype=amp_dtype,
+                scaler=scaler,
+                rank=procs.rank,
+                world_size=procs.world_size,
+                on_eval=on_eval,
+                on_checkpoint=on_checkpoint,
+                progress=not args.no_progress,
+            )
+        except KeyboardInterrupt:
+            if procs.main:
+                saved = (out / CHECKPOINT_NAME).is_file()
+                hint = (
+                    f"continue with: course train --resume {out}" if saved else "no checkpoint yet"
+                )
+                print(f"interrupted; {hint}", file=sys.stderr)
+            return 130
         if procs.main:
             final = state.evals[-1]
             print(
