@@ -77,7 +77,7 @@ PRESETS: dict[str, Preset] = {
             eval_interval=250,
             eval_iters=20,
         ),
-        description="0.8M parameters, a few minutes on a laptop CPU (validation loss ~1.9)",
+        description="0.8M parameters, minutes on a laptop CPU (validation loss ~1.88)",
     ),
     "gpu": Preset(
         model=GPTConfig(vocab=1, max_seq=256, d_model=384, n_heads=6, n_layers=6, dropout=0.2),
