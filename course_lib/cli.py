@@ -13,14 +13,14 @@ import sys
 from collections.abc import Sequence
 
 # Modules that provide a subcommand, in the order `course --help` lists them.
-SUBCOMMAND_MODULES = ("course_lib.cli_release", "course_lib.cli_train")
+SUBCOMMAND_MODULES = ("course_lib.cli_release", "course_lib.cli_train", "course_lib.cli_grade")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for ``course`` with every available subcommand."""
     parser = argparse.ArgumentParser(
         prog="course",
-        description="Tools for the transformer course: release notebooks, train a GPT, sample.",
+        description="Tools for the transformer course: release notebooks, grade, train.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
