@@ -86,11 +86,13 @@ def test_solution_passes_every_graded_cell(assignment):
                 assert lines and lines[-1].startswith("\N{CHECK MARK}"), (
                     f"{result.grade_id} should end with one success line, printed {lines}"
                 )
-        # The check function's result must be None (no partial-credit number).
+        # The check function's result must be None (no partial-credit number): run the
+        # cell's earlier statements, then evaluate its last expression on its own.
         for gid, source in graded_cells(path, exercise):
-            last = ast.parse(source).body[-1]
+            *before, last = ast.parse(source).body
             if isinstance(last, ast.Expr):
                 scope = dict(namespace)
+                exec(compile(ast.Module(body=before, type_ignores=[]), gid, "exec"), scope)
                 value = eval(compile(ast.Expression(last.value), gid, "eval"), scope)
                 assert value is None, f"{gid} leaves {value!r} as its result"
 
