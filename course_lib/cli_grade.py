@@ -6,10 +6,12 @@ See docs/GRADING.md for the whole flow (release, collect, grade, feedback, expor
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from course_lib.grading import samples
 from course_lib.grading.collect import collect, match_file_name
 from course_lib.grading.report import format_table, summary, write_csv
 from course_lib.grading.runner import ClassGrader, Settings
@@ -18,6 +20,10 @@ from course_lib.release import find_course_root
 
 # The bundled demo class, relative to the course folder.
 DEMO_CLASS = Path("examples") / "demo_class"
+# The demo student whose upload was cut off, and the notebook it cut off. A file that is
+# not valid JSON cannot be kept among the repository's notebooks, so it is written into a
+# copy of the class each time the demo is graded.
+DEMO_BROKEN = ("dave", "01_tokenization")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,8 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     root = find_course_root(args.root)
     if args.demo:
-        submissions = root / DEMO_CLASS
         out = args.out or root / "grading" / "demo"
+        submissions = _demo_class(root, out / "demo_class")
     elif args.submissions is None:
         raise ValueError("name the SUBMISSIONS folder or zip archive, or use --demo")
     else:
@@ -143,6 +149,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"grades: {out / 'grades.csv'}")
     print(f"feedback: {out / 'feedback'}")
     return 0
+
+
+def _demo_class(root: Path, folder: Path) -> Path:
+    """Copy the bundled demo class to ``folder`` (replaced) with the cut-off upload added."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(root / DEMO_CLASS, folder)
+    student, notebook = DEMO_BROKEN
+    (folder / student).mkdir(exist_ok=True)
+    (folder / student / f"{notebook}.ipynb").write_text(samples.broken(root, notebook))
+    return folder
 
 
 def _progress_bar(total: int):

@@ -10,7 +10,9 @@ folder per student:
 * alice hands in both notebooks complete;
 * bob hands in both notebooks half done;
 * carol hands in the first notebook untouched, and nothing else;
-* dave's upload of the first notebook was cut off: the file is not valid JSON;
+* dave's upload of the first notebook was cut off, so it is not valid JSON; the repository
+  keeps only valid notebooks, so ``course grade --demo`` writes that file into its copy of
+  the class each time it runs (``course_lib.cli_grade.DEMO_BROKEN``);
 * erin hands in the first notebook complete, under the name the notebook app gave
   her copy (``-Copy1``), with a stray file beside it.
 """
@@ -48,7 +50,6 @@ def build(root: Path, out: Path) -> list[Path]:
         files[out / "alice" / f"{name}.ipynb"] = nbformat.writes(samples.complete(root, name))
         files[out / "bob" / f"{name}.ipynb"] = nbformat.writes(samples.partial(root, name))
     files[out / "carol" / f"{first}.ipynb"] = nbformat.writes(samples.blank(root, first))
-    files[out / "dave" / f"{first}.ipynb"] = samples.broken(root, first)
     files[out / "erin" / f"{first}-Copy1.ipynb"] = nbformat.writes(samples.complete(root, first))
     files[out / "erin" / "scratch.txt"] = "notes I meant to delete before handing in\n"
     for path, text in files.items():
